@@ -1,0 +1,9 @@
+//! Pure parsers and writers for the formats ostree systems keep on disk.
+//!
+//! Nothing in here touches the file system: every function takes and returns
+//! strings or bytes, so each format is tested on its own.
+
+pub mod bls;
+pub mod kargs;
+pub mod keyfile;
+pub mod names;

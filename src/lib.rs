@@ -1,0 +1,2 @@
+//! treeboot: manage image-based, ostree-style operating systems.
+pub mod formats;

@@ -80,24 +80,12 @@ impl Kargs {
         Ok(())
     }
 
-    /// `key=value` sets the key to that single value (the first occurrence is
-    /// replaced in place, other occurrences dropped; absent keys are appended).
-    /// `key=old=new` replaces only the occurrence whose value is `old`.
+    /// `key=value` sets the key to that single value: the first occurrence is
+    /// replaced in place, other occurrences dropped; an absent key is
+    /// appended (libostree's `replace_take`, used by `deploy --karg`).
     pub fn replace(&mut self, arg: &str) -> Result<(), KargsError> {
         check_arg(arg)?;
         let key = key_of(arg);
-        if let Some((_, rest)) = arg.split_once('=') {
-            if let Some((old, new)) = rest.split_once('=') {
-                if !old.starts_with('"') {
-                    let want = format!("{key}={old}");
-                    let pos = self.args.iter().position(|a| *a == want).ok_or_else(|| {
-                        KargsError(format!("no kernel argument {want:?} to replace"))
-                    })?;
-                    self.args[pos] = format!("{key}={new}");
-                    return Ok(());
-                }
-            }
-        }
         match self.args.iter().position(|a| key_of(a) == key) {
             Some(pos) => {
                 self.args[pos] = arg.to_string();
@@ -111,6 +99,24 @@ impl Kargs {
             None => self.args.push(arg.to_string()),
         }
         Ok(())
+    }
+
+    /// `kargs --replace`: `key=old=new` replaces the one occurrence
+    /// `key=old` when it exists; otherwise the argument is taken as
+    /// `key=value` and handled as [`Kargs::replace`] (so `root=LABEL=x` works).
+    pub fn replace_value(&mut self, arg: &str) -> Result<(), KargsError> {
+        check_arg(arg)?;
+        let key = key_of(arg);
+        if let Some((_, rest)) = arg.split_once('=') {
+            if let Some((old, new)) = rest.split_once('=') {
+                let want = format!("{key}={old}");
+                if let Some(pos) = self.args.iter().position(|a| *a == want) {
+                    self.args[pos] = format!("{key}={new}");
+                    return Ok(());
+                }
+            }
+        }
+        self.replace(arg)
     }
 
     /// `key=value` deletes that exact argument; `key` deletes the key when it
@@ -197,8 +203,12 @@ mod tests {
         assert!(k.delete("c").is_err(), "two values must be named");
         k.delete("c=3").unwrap();
         k.delete("c").unwrap();
-        k.replace("d=4=44").unwrap();
+        k.replace_value("d=4=44").unwrap();
         assert_eq!(k.to_cmdline(), "a=9 b d=44");
+        k.replace_value("root=LABEL=root").unwrap();
+        assert_eq!(k.get("root"), Some("LABEL=root"));
+        k.replace("root=UUID=1").unwrap();
+        assert_eq!(k.get("root"), Some("UUID=1"));
         assert!(k.delete("zz").is_err());
         assert!(k.append("two words").is_err());
         k.append(r#"q="x y""#).unwrap();

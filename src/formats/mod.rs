@@ -7,3 +7,4 @@ pub mod bls;
 pub mod kargs;
 pub mod keyfile;
 pub mod names;
+pub mod osrelease;

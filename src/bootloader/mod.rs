@@ -1,0 +1,5 @@
+//! Kernels in `/boot`, BLS entries, GRUB configuration and the swap.
+
+pub mod grub;
+pub mod kernel;
+pub mod swap;

@@ -1,0 +1,360 @@
+//! Writing a new deployment list: the one place where `boot/loader` and
+//! `ostree/boot.N` change. Every other module asks this one.
+//!
+//! The bootloader reads `boot/loader -> loader.N`; the initramfs resolves the
+//! entry's `ostree=/ostree/boot.N/$stateroot/$bootcsum/$serial` through
+//! `ostree/boot.N -> boot.N.M`. A new list is written beside the live one and
+//! becomes visible through one `rename()` of a symlink, so that power loss at
+//! any instant leaves either the old or the new list:
+//!
+//! Full swap (the entries change):
+//!  1. `remove-stale`    remove leftovers of an interrupted swap for the other
+//!                       boot version (`loader.(1-N)`, `boot.(1-N).M`,
+//!                       `loader.tmp`): nothing live points at them.
+//!  2. `write-entries`   `boot/loader.(1-N)/entries/ostree-K-$stateroot.conf`,
+//!                       each written to a temporary name and renamed.
+//!  3. `write-bootlinks` `ostree/boot.(1-N).M/$stateroot/$bootcsum/$serial`.
+//!  4. `swap-bootlinks`  `ostree/boot.(1-N).tmp -> boot.(1-N).M`, renamed over
+//!                       `ostree/boot.(1-N)`. Not yet live: the live entries
+//!                       name `boot.N`, not `boot.(1-N)`.
+//!  5. `write-grub`      `boot/loader.(1-N)/grub.cfg` for GRUB without BLS.
+//!  6. `loader-tmp`      `boot/loader.tmp -> loader.(1-N)`.
+//!  7. `sync`            syncfs of the sysroot, then of `/boot` if it is its own
+//!                       file system: everything the new entries reference
+//!                       (deployments, links, kernels, entries) must be on disk
+//!                       *before* the rename makes it live, else a power cut
+//!                       could leave a live entry pointing at lost data.
+//!  8. `rename-loader`   `rename(boot/loader.tmp, boot/loader)`: the commit point.
+//!  9. `sync-boot`       fsync `/boot` (the directory holding the link) and
+//!                       syncfs it, so the switch itself is durable before we
+//!                       report success or delete the old list.
+//!
+//! Links-only swap (same entries, only which deployment each serial names
+//! changes): steps 3 and 4 for the *current* boot version with the other
+//! sub-boot version, a sync before the rename and an fsync of `ostree/` after.
+//!
+//! Removal of the old list is left to cleanup, after the commit point.
+
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+
+use anyhow::{anyhow, Context, Result};
+use cap_std_ext::cap_std::fs::{Dir, Permissions, PermissionsExt};
+use cap_std_ext::dirext::CapStdExtDirExt;
+use fn_error_context::context;
+use rustix::fs::{Mode, OFlags};
+
+use crate::failpoint;
+use crate::formats::bls::BlsEntry;
+use crate::formats::kargs::Kargs;
+use crate::fsutil;
+
+/// A deployment as it will appear in the new list.
+#[derive(Debug, Clone)]
+pub struct BootDeployment {
+    pub stateroot: String,
+    pub csum: String,
+    pub serial: u32,
+    pub bootcsum: String,
+    /// Full kernel arguments; an `ostree=` among them is replaced in place.
+    pub kargs: Kargs,
+    pub kver: String,
+    pub has_initramfs: bool,
+    pub has_devicetree: bool,
+    /// `PRETTY_NAME` of the deployment's os-release (else `ID`).
+    pub os_name: String,
+    /// The commit's `version` metadata.
+    pub version: Option<String>,
+}
+
+impl BootDeployment {
+    fn kargs_without_ostree(&self) -> String {
+        let mut k = self.kargs.clone();
+        k.remove_key("ostree");
+        k.to_cmdline()
+    }
+}
+
+/// What the bootloader currently sees, for the "only links change" test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootConfigKey {
+    pub stateroot: String,
+    pub bootcsum: String,
+    pub kargs: String,
+    pub title: Option<String>,
+}
+
+/// The outcome of a swap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwapResult {
+    pub bootversion: u32,
+    pub subbootversion: u32,
+    pub full: bool,
+}
+
+/// Bootserials: for each deployment, how many earlier ones in the list share
+/// its bootcsum.
+pub fn bootserials(list: &[BootDeployment]) -> Vec<u32> {
+    let mut seen: HashMap<&str, u32> = HashMap::new();
+    list.iter()
+        .map(|d| {
+            let c = seen.entry(d.bootcsum.as_str()).or_insert(0);
+            let s = *c;
+            *c += 1;
+            s
+        })
+        .collect()
+}
+
+/// The BLS entry ostree 2022.7 writes for deployment `index` of `list`.
+pub fn entry_for(list: &[BootDeployment], index: usize, bootversion: u32, bootserial: u32) -> (String, BlsEntry) {
+    let d = &list[index];
+    let n = list.len();
+    let multi_os = list.iter().any(|o| o.stateroot != d.stateroot);
+    let mut title = d.os_name.clone();
+    if let Some(v) = d.version.as_deref().filter(|v| !v.is_empty()) {
+        if !title.contains(v) {
+            title.push(' ');
+            title.push_str(v);
+        }
+    }
+    if multi_os {
+        title.push_str(&format!(" (ostree:{}:{index})", d.stateroot));
+    } else {
+        title.push_str(&format!(" (ostree:{index})"));
+    }
+    let mut kargs = d.kargs.clone();
+    let ostree_arg = format!(
+        "ostree=/ostree/boot.{bootversion}/{}/{}/{bootserial}",
+        d.stateroot, d.bootcsum
+    );
+    kargs.replace(&ostree_arg).expect("ostree= is a valid argument");
+    let bootdir = format!("/ostree/{}-{}", d.stateroot, d.bootcsum);
+    let mut e = BlsEntry::default();
+    e.set("title", title);
+    e.set("version", (n - index).to_string());
+    e.set("options", kargs.to_cmdline());
+    if d.has_devicetree {
+        e.set("devicetree", format!("{bootdir}/devicetree-{}", d.kver));
+    }
+    e.set("linux", format!("{bootdir}/vmlinuz-{}", d.kver));
+    if d.has_initramfs {
+        e.set("initrd", format!("{bootdir}/initramfs-{}.img", d.kver));
+    }
+    let fname = format!("ostree-{}-{}.conf", n - index, d.stateroot);
+    (fname, e)
+}
+
+/// Whether the new list can reuse the live entries (only the links change).
+pub fn only_links_change(current: &[BootConfigKey], list: &[BootDeployment]) -> bool {
+    current.len() == list.len()
+        && current.iter().zip(list.iter()).enumerate().all(|(i, (c, d))| {
+            let (_, e) = entry_for(list, i, 0, 0);
+            c.stateroot == d.stateroot
+                && c.bootcsum == d.bootcsum
+                && c.kargs == d.kargs_without_ostree()
+                && c.title.as_deref() == e.get("title")
+        })
+}
+
+fn sync_dir(dir: &Dir, what: &str) -> Result<()> {
+    let fd = rustix::fs::openat(dir.as_fd(), ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    rustix::fs::fsync(&fd).with_context(|| format!("fsync of {what}"))?;
+    Ok(())
+}
+
+fn syncfs(dir: &Dir, what: &str) -> Result<()> {
+    let fd = rustix::fs::openat(dir.as_fd(), ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    rustix::fs::syncfs(&fd).with_context(|| format!("syncfs of {what}"))?;
+    Ok(())
+}
+
+/// Replace the symlink `dir/name` by one pointing at `target`: write
+/// `name.tmp` and rename it over `name`.
+fn replace_symlink(dir: &Dir, name: &str, target: &str) -> Result<()> {
+    let tmp = format!("{name}.tmp");
+    dir.remove_file_optional(&tmp)?;
+    dir.symlink(target, &tmp)
+        .with_context(|| format!("Creating symlink {tmp} -> {target}"))?;
+    dir.rename(&tmp, dir, name)
+        .with_context(|| format!("Renaming {tmp} over {name}"))?;
+    Ok(())
+}
+
+/// Fill `ostree/boot.B.S/` with one link per deployment.
+fn write_bootlinks(ostree: &Dir, bv: u32, sub: u32, list: &[BootDeployment], serials: &[u32]) -> Result<()> {
+    let dname = format!("boot.{bv}.{sub}");
+    fsutil::remove_all_at(ostree, dname.as_ref()).with_context(|| format!("Removing stale ostree/{dname}"))?;
+    ostree.create_dir(&dname).with_context(|| format!("Creating ostree/{dname}"))?;
+    let links = ostree.open_dir(&dname)?;
+    for (d, serial) in list.iter().zip(serials) {
+        let sub = format!("{}/{}", d.stateroot, d.bootcsum);
+        links.create_dir_all(&sub)?;
+        let target = format!("../../../deploy/{}/deploy/{}.{}", d.stateroot, d.csum, d.serial);
+        links
+            .symlink(&target, format!("{sub}/{serial}"))
+            .with_context(|| format!("Creating ostree/{dname}/{sub}/{serial}"))?;
+    }
+    Ok(())
+}
+
+/// Write `list` as the new deployment list. `bootversion`/`subbootversion`
+/// are the live ones; `current` describes the live entries.
+#[context("Writing the deployment list")]
+pub fn write_deployments(
+    root: &Dir,
+    bootversion: u32,
+    subbootversion: u32,
+    current: &[BootConfigKey],
+    list: &[BootDeployment],
+    grub_cfg: Option<&dyn Fn(&[(String, BlsEntry)]) -> String>,
+) -> Result<SwapResult> {
+    let ostree = root.open_dir("ostree").context("Opening ostree/")?;
+    let boot = root.open_dir("boot").context("Opening /boot")?;
+    let separate_boot = rustix::fs::fstat(root.as_fd())?.st_dev != rustix::fs::fstat(boot.as_fd())?.st_dev;
+    let serials = bootserials(list);
+    let has_loader = boot.symlink_metadata_optional("loader")?.is_some();
+
+    if has_loader && only_links_change(current, list) {
+        let new_sub = 1 - subbootversion;
+        failpoint::hit("swap::links-only::before-bootlinks");
+        write_bootlinks(&ostree, bootversion, new_sub, list, &serials)?;
+        failpoint::hit("swap::links-only::before-sync");
+        syncfs(root, "the sysroot")?;
+        failpoint::hit("swap::links-only::before-rename");
+        replace_symlink(&ostree, &format!("boot.{bootversion}"), &format!("boot.{bootversion}.{new_sub}"))?;
+        failpoint::hit("swap::links-only::after-rename");
+        sync_dir(&ostree, "ostree/")?;
+        return Ok(SwapResult {
+            bootversion,
+            subbootversion: new_sub,
+            full: false,
+        });
+    }
+
+    let new_bv = if has_loader { 1 - bootversion } else { 1 };
+    // 1. remove-stale
+    failpoint::hit("swap::remove-stale");
+    let loader_dir = format!("loader.{new_bv}");
+    fsutil::remove_all_at(&boot, loader_dir.as_ref()).with_context(|| format!("Removing stale /boot/{loader_dir}"))?;
+    boot.remove_file_optional("loader.tmp")?;
+    // The sub-boot version alternates per boot version, as in libostree.
+    let stale_sub = match ostree.read_link_contents(format!("boot.{new_bv}")) {
+        Ok(t) if t.to_string_lossy() == format!("boot.{new_bv}.1") => 1,
+        _ => 0,
+    };
+    let new_sub = 1 - stale_sub;
+
+    // 2. write-entries
+    failpoint::hit("swap::write-entries");
+    boot.create_dir(&loader_dir).with_context(|| format!("Creating /boot/{loader_dir}"))?;
+    let entries_dir = format!("{loader_dir}/entries");
+    boot.create_dir(&entries_dir)?;
+    let entries = boot.open_dir(&entries_dir)?;
+    let mut written = Vec::new();
+    for (i, serial) in serials.iter().enumerate() {
+        let (fname, e) = entry_for(list, i, new_bv, *serial);
+        entries
+            .atomic_write_with_perms(&fname, e.serialize(), Permissions::from_mode(0o644))
+            .map_err(|err| enospc(err, &format!("/boot/{entries_dir}/{fname}")))?;
+        failpoint::hit("swap::after-entry");
+        written.push((fname, e));
+    }
+
+    // 3. write-bootlinks
+    failpoint::hit("swap::write-bootlinks");
+    write_bootlinks(&ostree, new_bv, new_sub, list, &serials)?;
+    // 4. swap-bootlinks
+    failpoint::hit("swap::swap-bootlinks");
+    replace_symlink(&ostree, &format!("boot.{new_bv}"), &format!("boot.{new_bv}.{new_sub}"))?;
+
+    // 5. write-grub
+    if let Some(gen) = grub_cfg {
+        failpoint::hit("swap::write-grub");
+        let cfg = gen(&written);
+        boot.atomic_write_with_perms(format!("{loader_dir}/grub.cfg"), cfg, Permissions::from_mode(0o644))
+            .map_err(|err| enospc(err, &format!("/boot/{loader_dir}/grub.cfg")))?;
+    }
+
+    // 6. loader-tmp
+    failpoint::hit("swap::loader-tmp");
+    boot.symlink(&loader_dir, "loader.tmp").context("Creating /boot/loader.tmp")?;
+
+    // 7. sync
+    failpoint::hit("swap::sync");
+    syncfs(root, "the sysroot")?;
+    if separate_boot {
+        syncfs(&boot, "/boot")?;
+    }
+
+    // 8. rename-loader: the commit point.
+    failpoint::hit("swap::rename-loader");
+    boot.rename("loader.tmp", &boot, "loader").context("Renaming /boot/loader.tmp over /boot/loader")?;
+
+    // 9. sync-boot
+    failpoint::hit("swap::sync-boot");
+    sync_dir(&boot, "/boot")?;
+    if separate_boot {
+        syncfs(&boot, "/boot")?;
+    }
+    failpoint::hit("swap::done");
+    Ok(SwapResult {
+        bootversion: new_bv,
+        subbootversion: new_sub,
+        full: true,
+    })
+}
+
+fn enospc(err: std::io::Error, path: &str) -> anyhow::Error {
+    if err.raw_os_error() == Some(libc::ENOSPC) {
+        anyhow!("/boot is full: writing {path} failed (no space left on device)")
+    } else {
+        anyhow!(err).context(format!("Writing {path}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dep(stateroot: &str, bootcsum: &str, version: &str) -> BootDeployment {
+        BootDeployment {
+            stateroot: stateroot.into(),
+            csum: "c".repeat(64),
+            serial: 0,
+            bootcsum: bootcsum.into(),
+            kargs: Kargs::parse("root=LABEL=root").unwrap(),
+            kver: "6.1.0-test".into(),
+            has_initramfs: true,
+            has_devicetree: false,
+            os_name: "Test OS 1".into(),
+            version: Some(version.into()),
+        }
+    }
+
+    #[test]
+    fn entries_match_ostree_2022_7() {
+        let b = "a".repeat(64);
+        let list = vec![dep("testos", &b, "2.0"), dep("testos", &b, "1.0")];
+        let s = bootserials(&list);
+        assert_eq!(s, vec![0, 1]);
+        let (name, e) = entry_for(&list, 1, 0, s[1]);
+        assert_eq!(name, "ostree-1-testos.conf");
+        assert_eq!(
+            e.serialize(),
+            format!("title Test OS 1 1.0 (ostree:1)\nversion 1\noptions root=LABEL=root ostree=/ostree/boot.0/testos/{b}/1\nlinux /ostree/testos-{b}/vmlinuz-6.1.0-test\ninitrd /ostree/testos-{b}/initramfs-6.1.0-test.img\n")
+        );
+    }
+
+    #[test]
+    fn titles_name_the_stateroot_when_several() {
+        let b = "a".repeat(64);
+        let list = vec![dep("testos", &b, "2.0"), dep("other", &b, "9")];
+        let (name, e) = entry_for(&list, 1, 1, 1);
+        assert_eq!(name, "ostree-1-other.conf");
+        assert_eq!(e.get("title"), Some("Test OS 1 9 (ostree:other:1)"));
+        // A version already in the name is not repeated.
+        let list = vec![dep("testos", &b, "1")];
+        assert_eq!(entry_for(&list, 0, 1, 0).1.get("title"), Some("Test OS 1 (ostree:0)"));
+    }
+}

@@ -1,0 +1,201 @@
+//! The diff between the old defaults (`usr/etc`) and the admin's `/etc`.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use rustix::fs::FileType;
+use serde::Serialize;
+
+use crate::fsutil::{self, display_path};
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum EntryType {
+    File,
+    Directory,
+    Symlink,
+    /// fifo, socket, block or character device
+    Special(&'static str),
+}
+
+impl EntryType {
+    pub fn from_mode(mode: u32) -> Self {
+        match FileType::from_raw_mode(mode) {
+            FileType::RegularFile => EntryType::File,
+            FileType::Directory => EntryType::Directory,
+            FileType::Symlink => EntryType::Symlink,
+            FileType::Fifo => EntryType::Special("fifos"),
+            FileType::Socket => EntryType::Special("sockets"),
+            FileType::BlockDevice => EntryType::Special("block devices"),
+            FileType::CharacterDevice => EntryType::Special("character devices"),
+            FileType::Unknown => EntryType::Special("unknown file types"),
+        }
+    }
+
+    pub fn noun(&self) -> &'static str {
+        match self {
+            EntryType::File => "file",
+            EntryType::Directory => "directory",
+            EntryType::Symlink => "symlink",
+            EntryType::Special(s) => s,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChangeKind {
+    Added,
+    Modified,
+    Removed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    #[serde(serialize_with = "super::ser_path")]
+    pub path: PathBuf,
+    pub kind: ChangeKind,
+    /// For modifications: what differs (`type`, `content`, `mode`, `owner`,
+    /// `target`, `xattrs`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub how: Vec<&'static str>,
+    /// The type in `current` (None for a removal).
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub new_type: Option<EntryType>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Diff {
+    pub changes: Vec<Change>,
+}
+
+impl Diff {
+    pub fn count(&self, kind: ChangeKind) -> usize {
+        self.changes.iter().filter(|c| c.kind == kind).count()
+    }
+}
+
+/// Compare `old` (defaults) with `current`. Directories present on both sides
+/// are recursed into (their own mode and owner are not compared, as in
+/// ostree); anything else present on both sides is compared by type, mode,
+/// owner, xattrs, and content or symlink target. A subtree present on one
+/// side only is one change.
+pub fn diff(old: impl AsFd, current: impl AsFd) -> Result<Diff> {
+    let mut d = Diff::default();
+    let old = rustix::io::fcntl_dupfd_cloexec(old.as_fd(), 0)?;
+    let cur = rustix::io::fcntl_dupfd_cloexec(current.as_fd(), 0)?;
+    walk(&old, &cur, &PathBuf::new(), &mut d)?;
+    Ok(d)
+}
+
+fn walk(old: &OwnedFd, cur: &OwnedFd, rel: &Path, out: &mut Diff) -> Result<()> {
+    let old_names = fsutil::read_names(old)
+        .with_context(|| format!("Reading defaults directory /usr/etc/{}", display_path(rel)))?;
+    let cur_names = fsutil::read_names(cur)
+        .with_context(|| format!("Reading directory /etc/{}", display_path(rel)))?;
+    // Both lists are sorted: merge them.
+    let (mut i, mut j) = (0, 0);
+    while i < old_names.len() || j < cur_names.len() {
+        let ord = match (old_names.get(i), cur_names.get(j)) {
+            (Some(a), Some(b)) => a.cmp(b),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => unreachable!(),
+        };
+        match ord {
+            std::cmp::Ordering::Less => {
+                out.changes.push(Change {
+                    path: rel.join(&old_names[i]),
+                    kind: ChangeKind::Removed,
+                    how: vec![],
+                    new_type: None,
+                });
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                let name = &cur_names[j];
+                let st = rustix::fs::statat(cur, name.as_os_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                    .with_context(|| format!("Examining /etc/{}", display_path(&rel.join(name))))?;
+                out.changes.push(Change {
+                    path: rel.join(name),
+                    kind: ChangeKind::Added,
+                    how: vec![],
+                    new_type: Some(EntryType::from_mode(st.st_mode)),
+                });
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                let name = old_names[i].as_os_str();
+                compare(old, cur, name, rel, out)?;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn compare(old: &OwnedFd, cur: &OwnedFd, name: &OsStr, rel: &Path, out: &mut Diff) -> Result<()> {
+    let path = rel.join(name);
+    let ctx = || format!("Comparing /etc/{}", display_path(&path));
+    let so = rustix::fs::statat(old, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).with_context(ctx)?;
+    let sc = rustix::fs::statat(cur, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).with_context(ctx)?;
+    let to = EntryType::from_mode(so.st_mode);
+    let tc = EntryType::from_mode(sc.st_mode);
+    let mut how = Vec::new();
+    if to != tc {
+        how.push("type");
+    } else if tc == EntryType::Directory {
+        let o = fsutil::open_dir_nofollow(old, name).with_context(ctx)?;
+        let c = fsutil::open_dir_nofollow(cur, name).with_context(ctx)?;
+        return walk(&o, &c, &path, out);
+    } else {
+        if (so.st_mode & 0o7777) != (sc.st_mode & 0o7777) && tc != EntryType::Symlink {
+            how.push("mode");
+        }
+        if so.st_uid != sc.st_uid || so.st_gid != sc.st_gid {
+            how.push("owner");
+        }
+        match tc {
+            EntryType::File => {
+                let fo = fsutil::open_file_nofollow(old, name).with_context(ctx)?;
+                let fc = fsutil::open_file_nofollow(cur, name).with_context(ctx)?;
+                let same_inode = so.st_dev == sc.st_dev && so.st_ino == sc.st_ino;
+                if !same_inode
+                    && (so.st_size != sc.st_size || !fsutil::same_contents(&fo, &fc).with_context(ctx)?)
+                {
+                    how.push("content");
+                }
+                if !same_inode && fsutil::fd_xattrs(&fo)? != fsutil::fd_xattrs(&fc)? {
+                    how.push("xattrs");
+                }
+            }
+            EntryType::Symlink => {
+                let lo = rustix::fs::readlinkat(old, name, Vec::new()).with_context(ctx)?;
+                let lc = rustix::fs::readlinkat(cur, name, Vec::new()).with_context(ctx)?;
+                if lo != lc {
+                    how.push("target");
+                }
+                if fsutil::symlink_xattrs(old, name)? != fsutil::symlink_xattrs(cur, name)? {
+                    how.push("xattrs");
+                }
+            }
+            _ => {
+                if so.st_rdev != sc.st_rdev {
+                    how.push("device");
+                }
+            }
+        }
+    }
+    if !how.is_empty() {
+        out.changes.push(Change {
+            path,
+            kind: ChangeKind::Modified,
+            how,
+            new_type: Some(tc),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,324 @@
+//! `treeboot deploy`: a commit becomes a bootable deployment.
+//!
+//! Steps: resolve, check out as `deploy/$csum.$serial`, build `/etc` with the
+//! three-way merge, write the origin, install the kernel, mark the deployment
+//! immutable, then write the new deployment list (the swap) and clean up.
+//! Everything up to the swap only adds files nothing references yet; if a
+//! step fails, what it added is removed and the sysroot is as it was.
+
+use anyhow::{anyhow, bail, Context, Result};
+use camino::Utf8PathBuf;
+use cap_std_ext::cap_std::fs::{Dir, Permissions, PermissionsExt};
+use cap_std_ext::dirext::CapStdExtDirExt;
+use fn_error_context::context;
+use serde::Serialize;
+
+use super::{boot_deployment, commit_list, deployment_os_name, Writer};
+use crate::bootloader::kernel;
+use crate::bootloader::swap::BootDeployment;
+use crate::etcmerge;
+use crate::failpoint;
+use crate::formats::kargs::Kargs;
+use crate::formats::keyfile::KeyFile;
+use crate::formats::names::parse_deploy_name;
+use crate::fsutil;
+use crate::sysroot::{Deployment, Sysroot};
+
+#[derive(Debug, Default, Clone)]
+pub struct DeployOpts {
+    pub stateroot: Option<String>,
+    pub origin_file: Option<Utf8PathBuf>,
+    pub karg: Vec<String>,
+    pub karg_append: Vec<String>,
+    pub karg_proc_cmdline: bool,
+    pub karg_none: bool,
+    pub not_as_default: bool,
+    pub retain: bool,
+    pub retain_pending: bool,
+    pub retain_rollback: bool,
+    pub no_merge: bool,
+}
+
+/// A checked-out, merged deployment with its kernel in `/boot`, not yet in
+/// the deployment list.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prepared {
+    pub stateroot: String,
+    pub checksum: String,
+    pub serial: u32,
+    pub version: Option<String>,
+    pub kernel: String,
+    pub bootcsum: String,
+    pub etc: etcmerge::PlanSummary,
+    #[serde(skip)]
+    pub boot: BootDeployment,
+    #[serde(skip)]
+    pub merge: Option<Deployment>,
+}
+
+/// Removes a half-made deployment (directory and origin) unless disarmed.
+struct NewDeploymentGuard<'a> {
+    root: &'a Dir,
+    path: String,
+    armed: bool,
+}
+
+impl Drop for NewDeploymentGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = set_immutable(self.root, &self.path, false);
+            let _ = self.root.remove_dir_all(&self.path);
+            let _ = self.root.remove_file_optional(format!("{}.origin", self.path));
+        }
+    }
+}
+
+/// Set or clear the immutable attribute of a deployment root (`chattr +i`).
+/// File systems without the attribute (tmpfs, overlayfs) are skipped.
+pub fn set_immutable(root: &Dir, path: &str, on: bool) -> Result<()> {
+    use rustix::fs::{IFlags, Mode, OFlags};
+    let fd = match rustix::fs::openat(root, path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let flags = match rustix::fs::ioctl_getflags(&fd) {
+        Ok(f) => f,
+        Err(rustix::io::Errno::NOTTY) | Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::INVAL) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let new = if on { flags | IFlags::IMMUTABLE } else { flags - IFlags::IMMUTABLE };
+    if new != flags {
+        match rustix::fs::ioctl_setflags(&fd, new) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::NOTTY) | Err(rustix::io::Errno::OPNOTSUPP) => {}
+            Err(e) => return Err(anyhow!(e).context(format!("Setting the immutable attribute of {path}"))),
+        }
+    }
+    Ok(())
+}
+
+/// One more than the highest serial of a directory `$csum.N` in `deploy/`.
+fn next_serial(root: &Dir, stateroot: &str, csum: &str) -> Result<u32> {
+    let d = root.open_dir(format!("ostree/deploy/{stateroot}/deploy"))?;
+    let mut next = 0;
+    for n in fsutil::read_names(&d)? {
+        let Some(n) = n.to_str() else { continue };
+        if let Some((c, s)) = parse_deploy_name(n) {
+            if c == csum {
+                next = next.max(s + 1);
+            }
+        }
+    }
+    Ok(next)
+}
+
+/// Kernel arguments for a new deployment, with ostree's rules.
+pub fn compute_kargs(merge: Option<&Deployment>, opts: &DeployOpts, proc_cmdline: impl Fn() -> Result<String>) -> Result<Kargs> {
+    let mut k = if opts.karg_none {
+        Kargs::default()
+    } else if opts.karg_proc_cmdline {
+        let mut k = Kargs::parse(&proc_cmdline()?).map_err(|e| anyhow!("/proc/cmdline: {e}"))?;
+        k.remove_key("BOOT_IMAGE");
+        k.remove_key("initrd");
+        k
+    } else {
+        merge.map(|m| m.kargs.clone()).unwrap_or_default()
+    };
+    for a in &opts.karg {
+        k.replace(a).map_err(|e| anyhow!("--karg {a}: {e}"))?;
+    }
+    for a in &opts.karg_append {
+        k.append(a).map_err(|e| anyhow!("--karg-append {a}: {e}"))?;
+    }
+    Ok(k)
+}
+
+#[context("Preparing a deployment of {refspec}")]
+pub fn prepare(w: &Writer, refspec: &str, opts: &DeployOpts) -> Result<Prepared> {
+    let sysroot = &w.sysroot;
+    let root = &sysroot.root;
+    let stateroot = match &opts.stateroot {
+        Some(s) => s.clone(),
+        None => sysroot.default_stateroot()?,
+    };
+    if root.symlink_metadata_optional(format!("ostree/deploy/{stateroot}/var"))?.is_none() {
+        bail!("stateroot {stateroot:?} does not exist: run `treeboot os-init {stateroot}` first");
+    }
+    root.create_dir_all(format!("ostree/deploy/{stateroot}/deploy"))?;
+    let csum = w.repo.resolve(refspec)?;
+    let version = w.repo.commit_version(&csum)?;
+    let merge = if opts.no_merge { None } else { sysroot.merge_deployment(&stateroot).cloned() };
+    let origin = match &opts.origin_file {
+        Some(f) => {
+            let data = std::fs::read(f).with_context(|| format!("Reading origin file {f}"))?;
+            let kf = KeyFile::parse_bytes(&data).map_err(|e| anyhow!("{f}: {e}"))?;
+            if !kf.has_group("origin") {
+                bail!("{f}: no [origin] group");
+            }
+            kf.serialize()
+        }
+        None => {
+            let mut kf = KeyFile::new();
+            kf.set("origin", "refspec", refspec);
+            kf.serialize()
+        }
+    };
+    let kargs = compute_kargs(merge.as_ref(), opts, || Ok(std::fs::read_to_string("/proc/cmdline")?))?;
+
+    let serial = next_serial(root, &stateroot, &csum)?;
+    let rel = format!("ostree/deploy/{stateroot}/deploy/{csum}.{serial}");
+    let deploy_parent = root.open_dir(format!("ostree/deploy/{stateroot}/deploy"))?;
+    failpoint::hit("deploy::checkout");
+    let mut guard = NewDeploymentGuard { root, path: rel.clone(), armed: true };
+    w.repo.checkout(&csum, &deploy_parent, &format!("{csum}.{serial}"))?;
+    let deploy = root.open_dir(&rel)?;
+
+    if deploy.symlink_metadata_optional("usr/etc")?.is_none() {
+        if deploy.symlink_metadata_optional("etc")?.is_some() {
+            bail!("commit {csum} has /etc but no /usr/etc: commit the default configuration as /usr/etc");
+        }
+        bail!("commit {csum} has no /usr/etc");
+    }
+    if deploy.symlink_metadata_optional("etc")?.is_some() {
+        bail!("commit {csum} has both /etc and /usr/etc; only /usr/etc is allowed");
+    }
+    let k = kernel::find_kernel(&deploy, &format!("commit {csum}"))?;
+
+    // /etc: the new defaults with the admin's changes from the merge deployment.
+    failpoint::hit("deploy::etc");
+    let new_defaults = deploy.open_dir("usr/etc")?;
+    let summary = match &merge {
+        Some(m) => {
+            let mdir = root.open_dir(m.path().as_std_path())?;
+            let old_defaults = mdir.open_dir("usr/etc").context("Opening usr/etc of the merge deployment")?;
+            let current = mdir.open_dir("etc").context("Opening etc of the merge deployment")?;
+            let plan = etcmerge::plan(&old_defaults, &current, &new_defaults)?;
+            if let Some(msg) = plan.conflict_message() {
+                bail!("{msg}");
+            }
+            etcmerge::copy_tree(&new_defaults, &deploy, "etc")?;
+            let etc = deploy.open_dir("etc")?;
+            etcmerge::apply(&plan, &current, &etc)?;
+            println!(
+                "Copying /etc changes: {} modified, {} removed, {} added",
+                plan.summary.modified, plan.summary.removed, plan.summary.added
+            );
+            plan.summary
+        }
+        None => {
+            etcmerge::copy_tree(&new_defaults, &deploy, "etc")?;
+            etcmerge::PlanSummary::default()
+        }
+    };
+
+    seed_var(root, &deploy, &stateroot)?;
+
+    failpoint::hit("deploy::origin");
+    root.atomic_write_with_perms(format!("{rel}.origin"), origin, Permissions::from_mode(0o644))
+        .with_context(|| format!("Writing {rel}.origin"))?;
+
+    failpoint::hit("deploy::kernel");
+    kernel::install_kernel(root, &deploy, &stateroot, &k)?;
+    failpoint::hit("deploy::immutable");
+    set_immutable(root, &rel, true)?;
+
+    let boot = BootDeployment {
+        stateroot: stateroot.clone(),
+        csum: csum.clone(),
+        serial,
+        bootcsum: k.bootcsum.clone(),
+        kargs,
+        kver: k.kver.clone(),
+        has_initramfs: k.initramfs.is_some(),
+        has_devicetree: k.devicetree.is_some(),
+        os_name: deployment_os_name(&deploy)?,
+        version: version.clone(),
+    };
+    guard.armed = false;
+    Ok(Prepared {
+        stateroot,
+        checksum: csum,
+        serial,
+        version,
+        kernel: k.kver,
+        bootcsum: k.bootcsum,
+        etc: summary,
+        boot,
+        merge,
+    })
+}
+
+/// Seed the stateroot's `/var` from the commit when it is empty, and leave
+/// the SELinux relabel stamp ostree leaves.
+fn seed_var(root: &Dir, deploy: &Dir, stateroot: &str) -> Result<()> {
+    let var_rel = format!("ostree/deploy/{stateroot}/var");
+    let var = root.open_dir(&var_rel)?;
+    if fsutil::read_names(&var)?.is_empty() {
+        if let Some(src) = deploy.open_dir_optional("var")? {
+            for n in fsutil::read_names(&src)? {
+                etcmerge::apply::copy_entry(&src, &var, &n, &std::path::Path::new("/var").join(&n))?;
+            }
+        }
+    }
+    if var.symlink_metadata_optional(".ostree-selabeled")?.is_none() {
+        var.atomic_write_with_perms(".ostree-selabeled", "", Permissions::from_mode(0o644))?;
+    }
+    Ok(())
+}
+
+/// Which deployments to keep and where the new one goes, as libostree's
+/// `simple_write_deployment` does. `None` in the result is the new one.
+pub fn new_order(sysroot: &Sysroot, new_stateroot: &str, merge: Option<&Deployment>, opts: &DeployOpts) -> Vec<Option<usize>> {
+    let booted = sysroot.booted();
+    let mut out = Vec::new();
+    let mut added = false;
+    if !opts.not_as_default {
+        out.push(None);
+        added = true;
+    }
+    let mut before_booted = booted.is_some();
+    for (i, d) in sysroot.deployments.iter().enumerate() {
+        let is_booted = booted.is_some_and(|b| b.same(d));
+        let is_merge = merge.is_some_and(|m| m.same(d));
+        if is_booted {
+            before_booted = false;
+        }
+        let keep = d.stateroot != new_stateroot
+            || opts.retain
+            || is_booted
+            || is_merge
+            || d.pinned()
+            || d.staged
+            || (opts.retain_pending && before_booted)
+            || (opts.retain_rollback && !before_booted && !is_booted);
+        if keep {
+            out.push(Some(i));
+        }
+        if !added && (is_booted || is_merge) {
+            out.push(None);
+            added = true;
+        }
+    }
+    if !added {
+        out.push(None);
+    }
+    out
+}
+
+pub fn deploy(w: &mut Writer, refspec: &str, opts: &DeployOpts) -> Result<Prepared> {
+    let p = prepare(w, refspec, opts)?;
+    let order = new_order(&w.sysroot, &p.stateroot, p.merge.as_ref(), opts);
+    let mut list = Vec::new();
+    for slot in order {
+        match slot {
+            None => list.push(p.boot.clone()),
+            Some(i) => {
+                let d = w.sysroot.deployments[i].clone();
+                list.push(boot_deployment(&w.sysroot, &w.repo, &d)?);
+            }
+        }
+    }
+    commit_list(w, &list)?;
+    Ok(p)
+}

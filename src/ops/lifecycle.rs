@@ -1,0 +1,150 @@
+//! set-default, rollback, undeploy, pin and kargs: edits of the deployment
+//! list (or of one origin) that reuse the swap.
+
+use anyhow::{anyhow, bail, Result};
+use cap_std_ext::cap_std::fs::{Permissions, PermissionsExt};
+use cap_std_ext::dirext::CapStdExtDirExt;
+use fn_error_context::context;
+
+use super::{boot_deployment, commit_list, Writer};
+use crate::bootloader::swap::BootDeployment;
+use crate::failpoint;
+
+fn list_in_order(w: &Writer, order: &[usize]) -> Result<Vec<BootDeployment>> {
+    order
+        .iter()
+        .map(|&i| boot_deployment(&w.sysroot, &w.repo, &w.sysroot.deployments[i]))
+        .collect()
+}
+
+/// Make deployment `index` the default; the others keep their order.
+#[context("Setting deployment {index} as default")]
+pub fn set_default(w: &mut Writer, index: usize) -> Result<bool> {
+    w.sysroot.deployment(index)?;
+    if index == 0 {
+        println!("Deployment 0 is already the default");
+        return Ok(false);
+    }
+    let mut order = vec![index];
+    order.extend((0..w.sysroot.deployments.len()).filter(|&i| i != index));
+    let list = list_in_order(w, &order)?;
+    commit_list(w, &list)?;
+    Ok(true)
+}
+
+/// The deployment `rollback` would make the default: with a booted
+/// deployment, as rpm-ostree does (undo a pending deployment by making the
+/// booted one default again, else the first deployment of the booted
+/// stateroot after it); without one (a sysroot in a directory), the next
+/// deployment of the default's stateroot after the default.
+pub fn rollback_target(w: &Writer) -> Result<usize> {
+    let ds = &w.sysroot.deployments;
+    let reference = match w.sysroot.booted() {
+        Some(b) => b.clone(),
+        None => ds.first().cloned().ok_or_else(|| anyhow!("there are no deployments"))?,
+    };
+    let same: Vec<usize> = ds
+        .iter()
+        .filter(|d| d.stateroot == reference.stateroot)
+        .map(|d| d.index)
+        .collect();
+    let first = *same.first().expect("the reference is in the list");
+    if reference.booted && first != reference.index {
+        // A pending deployment is default: go back to the booted one.
+        return Ok(reference.index);
+    }
+    same.iter()
+        .copied()
+        .find(|&i| i > reference.index)
+        .ok_or_else(|| anyhow!("no rollback deployment: stateroot {} has no deployment after {}", reference.stateroot, reference.name()))
+}
+
+#[context("Rolling back")]
+pub fn rollback(w: &mut Writer) -> Result<usize> {
+    let target = rollback_target(w)?;
+    set_default(w, target)?;
+    Ok(target)
+}
+
+#[context("Undeploying deployment {index}")]
+pub fn undeploy(w: &mut Writer, index: usize) -> Result<String> {
+    let d = w.sysroot.deployment(index)?.clone();
+    if d.booted {
+        bail!("cannot undeploy the booted deployment {} (index {index})", d.name());
+    }
+    let order: Vec<usize> = (0..w.sysroot.deployments.len()).filter(|&i| i != index).collect();
+    let list = list_in_order(w, &order)?;
+    commit_list(w, &list)?;
+    Ok(d.name())
+}
+
+/// Pin or unpin: `[libostree-transient] pinned=true` in the origin, written
+/// atomically. Other groups and keys are kept as they are.
+#[context("Changing the pin of deployment {index}")]
+pub fn pin(w: &mut Writer, index: usize, unpin: bool) -> Result<bool> {
+    let d = w.sysroot.deployment(index)?.clone();
+    if d.pinned() != unpin {
+        println!("Deployment {index} is already {}", if unpin { "unpinned" } else { "pinned" });
+        return Ok(false);
+    }
+    let mut origin = d
+        .origin
+        .clone()
+        .ok_or_else(|| anyhow!("deployment {index} has no origin file {}", d.origin_path()))?;
+    if unpin {
+        origin.remove_key("libostree-transient", "pinned");
+    } else {
+        origin.set("libostree-transient", "pinned", "true");
+    }
+    failpoint::hit("pin::write-origin");
+    w.sysroot
+        .root
+        .atomic_write_with_perms(d.origin_path(), origin.serialize(), Permissions::from_mode(0o644))
+        .map_err(|e| anyhow!("Writing {}: {e}", d.origin_path()))?;
+    println!("Deployment {index} is now {}", if unpin { "unpinned" } else { "pinned" });
+    Ok(true)
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct KargsEdit {
+    pub append: Vec<String>,
+    pub delete: Vec<String>,
+    pub replace: Vec<String>,
+}
+
+impl KargsEdit {
+    pub fn is_empty(&self) -> bool {
+        self.append.is_empty() && self.delete.is_empty() && self.replace.is_empty()
+    }
+}
+
+/// Edit the kernel arguments of deployment `index` (default: the booted one,
+/// else the default one) and write new entries. Returns the new arguments.
+#[context("Editing kernel arguments")]
+pub fn kargs(w: &mut Writer, index: Option<usize>, edit: &KargsEdit) -> Result<String> {
+    let index = match index {
+        Some(i) => i,
+        None => w.sysroot.booted().map(|d| d.index).unwrap_or(0),
+    };
+    let d = w.sysroot.deployment(index)?.clone();
+    let mut k = d.kargs.clone();
+    for a in &edit.delete {
+        k.delete(a).map_err(|e| anyhow!("--delete {a}: {e}"))?;
+    }
+    for a in &edit.replace {
+        k.replace_value(a).map_err(|e| anyhow!("--replace {a}: {e}"))?;
+    }
+    for a in &edit.append {
+        k.append(a).map_err(|e| anyhow!("--append {a}: {e}"))?;
+    }
+    if k.get("ostree").is_none() && d.kargs.get("ostree").is_some() {
+        bail!("the ostree= kernel argument is managed by treeboot and cannot be removed");
+    }
+    let order: Vec<usize> = (0..w.sysroot.deployments.len()).collect();
+    let mut list = list_in_order(w, &order)?;
+    list[index].kargs = k.clone();
+    commit_list(w, &list)?;
+    let mut shown = k;
+    shown.remove_key("ostree");
+    Ok(shown.to_cmdline())
+}

@@ -1,0 +1,139 @@
+//! The writing and reading operations behind each command, each one a
+//! sequence of named steps over the sysroot model.
+
+pub mod cleanup;
+pub mod deploy;
+pub mod init;
+pub mod lifecycle;
+pub mod status;
+
+use anyhow::{anyhow, Context, Result};
+use cap_std_ext::cap_std::fs::Dir;
+use cap_std_ext::dirext::CapStdExtDirExt;
+use fn_error_context::context;
+
+use crate::bootloader::swap::{self, BootConfigKey, BootDeployment, SwapResult};
+use crate::formats::osrelease;
+use crate::fsutil;
+use crate::repo::Repo;
+use crate::sysroot::{Deployment, Sysroot, SysrootLock};
+
+/// An open sysroot with its write lock and repository.
+pub struct Writer {
+    pub sysroot: Sysroot,
+    pub repo: Repo,
+    _lock: SysrootLock,
+}
+
+impl Writer {
+    /// Take `/ostree/lock`, then load the sysroot (so that what we read is
+    /// what no other writer is changing).
+    pub fn open(path: &camino::Utf8Path) -> Result<Self> {
+        let root = Dir::open_ambient_dir(path, cap_std_ext::cap_std::ambient_authority())
+            .with_context(|| format!("Opening {path}"))?;
+        if root.symlink_metadata_optional("ostree")?.is_none() {
+            anyhow::bail!("{path} is not an ostree sysroot: {path}/ostree does not exist");
+        }
+        let lock = SysrootLock::acquire(&root)?;
+        let sysroot = Sysroot::load(path)?;
+        let repo = Repo::open(&sysroot.root)?;
+        Ok(Self {
+            sysroot,
+            repo,
+            _lock: lock,
+        })
+    }
+}
+
+/// The os-release title name of the deployment rooted at `deploy`.
+pub fn deployment_os_name(deploy: &Dir) -> Result<String> {
+    for p in ["usr/lib/os-release", "etc/os-release"] {
+        if let Some(t) = deploy.read_to_string_optional(p)? {
+            return Ok(osrelease::title_name(&t));
+        }
+    }
+    Ok("(Unknown)".into())
+}
+
+/// The kernel version installed for an existing deployment, from the names
+/// in its `/boot/ostree/$stateroot-$bootcsum/` directory.
+#[context("Reading /boot/ostree/{}-{}", d.stateroot, d.bootcsum)]
+fn installed_kernel(root: &Dir, d: &Deployment) -> Result<(String, bool, bool)> {
+    let dir = root
+        .open_dir(format!("boot/ostree/{}-{}", d.stateroot, d.bootcsum))
+        .map_err(|e| anyhow!("kernel directory of deployment {} is missing: {e}", d.name()))?;
+    let names: Vec<String> = fsutil::read_names(&dir)?
+        .into_iter()
+        .filter_map(|n| n.into_string().ok())
+        .collect();
+    let kver = names
+        .iter()
+        .find_map(|n| n.strip_prefix("vmlinuz-"))
+        .ok_or_else(|| anyhow!("no vmlinuz-* file"))?
+        .to_string();
+    let initramfs = names.contains(&format!("initramfs-{kver}.img"));
+    let dt = names.contains(&format!("devicetree-{kver}"));
+    Ok((kver, initramfs, dt))
+}
+
+/// The swap's view of an existing deployment.
+pub fn boot_deployment(sysroot: &Sysroot, repo: &Repo, d: &Deployment) -> Result<BootDeployment> {
+    let (kver, has_initramfs, has_devicetree) = installed_kernel(&sysroot.root, d)?;
+    let deploy = sysroot.root.open_dir(d.path().as_std_path())?;
+    Ok(BootDeployment {
+        stateroot: d.stateroot.clone(),
+        csum: d.csum.clone(),
+        serial: d.serial,
+        bootcsum: d.bootcsum.clone(),
+        kargs: d.kargs.clone(),
+        kver,
+        has_initramfs,
+        has_devicetree,
+        os_name: deployment_os_name(&deploy)?,
+        version: repo.commit_version(&d.csum)?,
+    })
+}
+
+/// The live entries, for the "only links change" test.
+pub fn current_keys(sysroot: &Sysroot) -> Vec<BootConfigKey> {
+    sysroot
+        .deployments
+        .iter()
+        .map(|d| {
+            let mut k = d.kargs.clone();
+            k.remove_key("ostree");
+            BootConfigKey {
+                stateroot: d.stateroot.clone(),
+                bootcsum: d.bootcsum.clone(),
+                kargs: k.to_cmdline(),
+                title: d.entry.as_ref().and_then(|e| e.get("title").map(String::from)),
+            }
+        })
+        .collect()
+}
+
+/// Write a new deployment list, then update refs and clean up what the old
+/// list alone referenced.
+pub fn commit_list(w: &mut Writer, list: &[BootDeployment]) -> Result<SwapResult> {
+    let grub = crate::bootloader::grub::generator(&w.sysroot.root)?;
+    let r = swap::write_deployments(
+        &w.sysroot.root,
+        w.sysroot.bootversion,
+        w.sysroot.subbootversion,
+        &current_keys(&w.sysroot),
+        list,
+        grub.as_ref().map(|g| g as &dyn Fn(&[(String, crate::formats::bls::BlsEntry)]) -> String),
+    )?;
+    println!(
+        "Bootloader updated; bootconfig swap: {}; bootversion: boot.{}.{}, deployment count change: {}",
+        if r.full { "yes" } else { "no" },
+        r.bootversion,
+        r.subbootversion,
+        list.len() as i64 - w.sysroot.deployments.len() as i64
+    );
+    let csums: Vec<String> = list.iter().map(|d| d.csum.clone()).collect();
+    w.repo.set_deployment_refs(r.bootversion, r.subbootversion, &csums)?;
+    w.sysroot = Sysroot::load(&w.sysroot.path.clone())?;
+    cleanup::cleanup(w)?;
+    Ok(r)
+}

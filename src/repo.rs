@@ -1,0 +1,99 @@
+//! The only user of libostree (the `ostree` crate): the object store.
+//! Resolving refs, reading commit metadata, hardlink checkouts, the
+//! `ostree/B/S/I` refs that keep deployed commits from being pruned.
+
+use std::os::fd::{AsFd, AsRawFd};
+
+use anyhow::{anyhow, bail, Context, Result};
+use cap_std_ext::cap_std::fs::Dir;
+use fn_error_context::context;
+use ostree::gio;
+use ostree::glib;
+
+pub struct Repo {
+    repo: ostree::Repo,
+}
+
+fn is_checksum(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl Repo {
+    #[context("Opening repository ostree/repo")]
+    pub fn open(sysroot: &Dir) -> Result<Self> {
+        let repo = ostree::Repo::open_at_dir(sysroot.as_fd(), "ostree/repo")?;
+        Ok(Self { repo })
+    }
+
+    /// A refspec (`remote:ref` or `ref`) or a full checksum, to a commit checksum.
+    #[context("Resolving {refspec}")]
+    pub fn resolve(&self, refspec: &str) -> Result<String> {
+        if is_checksum(refspec) {
+            self.repo
+                .load_variant_if_exists(ostree::ObjectType::Commit, refspec)?
+                .ok_or_else(|| anyhow!("commit {refspec} is not in ostree/repo"))?;
+            return Ok(refspec.to_string());
+        }
+        match self.repo.resolve_rev(refspec, true)? {
+            Some(c) => Ok(c.to_string()),
+            None => bail!("unknown ref {refspec:?} in ostree/repo"),
+        }
+    }
+
+    /// The `version` metadata of a commit, if any.
+    pub fn commit_version(&self, csum: &str) -> Result<Option<String>> {
+        let Some(v) = self
+            .repo
+            .load_variant_if_exists(ostree::ObjectType::Commit, csum)?
+        else {
+            return Ok(None);
+        };
+        let meta = v.child_value(0);
+        let dict = glib::VariantDict::new(Some(&meta));
+        Ok(dict.lookup::<String>("version").ok().flatten())
+    }
+
+    /// Hardlink checkout of `csum` as `dest/name`, the way ostree checks out
+    /// deployments (no copy fallback: the repo must be on the same file system).
+    #[context("Checking out {csum}")]
+    pub fn checkout(&self, csum: &str, dest: &Dir, name: &str) -> Result<()> {
+        let opts = ostree::RepoCheckoutAtOptions {
+            mode: ostree::RepoCheckoutMode::None,
+            overwrite_mode: ostree::RepoCheckoutOverwriteMode::None,
+            no_copy_fallback: true,
+            enable_fsync: false,
+            ..Default::default()
+        };
+        self.repo
+            .checkout_at(Some(&opts), dest.as_fd().as_raw_fd(), name, csum, gio::Cancellable::NONE)
+            .with_context(|| format!("checkout of {csum} into {name}"))?;
+        Ok(())
+    }
+
+    /// Replace all `ostree/*` refs by `ostree/B/S/I` for each deployment, as
+    /// libostree does after writing a deployment list.
+    #[context("Writing ostree/ refs")]
+    pub fn set_deployment_refs(&self, bootversion: u32, subbootversion: u32, csums: &[String]) -> Result<()> {
+        let existing = self.repo.list_refs(Some("ostree"), gio::Cancellable::NONE)?;
+        for name in existing.keys() {
+            let full = format!("ostree/{name}");
+            self.repo
+                .set_ref_immediate(None, &full, None, gio::Cancellable::NONE)?;
+        }
+        for (i, c) in csums.iter().enumerate() {
+            let r = format!("ostree/{bootversion}/{subbootversion}/{i}");
+            self.repo
+                .set_ref_immediate(None, &r, Some(c), gio::Cancellable::NONE)?;
+        }
+        Ok(())
+    }
+
+    /// Remove objects no ref reaches.
+    #[context("Pruning ostree/repo")]
+    pub fn prune(&self) -> Result<(i32, u64)> {
+        let (_total, pruned, size) =
+            self.repo
+                .prune(ostree::RepoPruneFlags::REFS_ONLY, 0, gio::Cancellable::NONE)?;
+        Ok((pruned, size))
+    }
+}

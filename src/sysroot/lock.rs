@@ -1,0 +1,55 @@
+//! The sysroot write lock, `/ostree/lock`.
+//!
+//! libostree 2022.7 takes an open-file-description lock (`F_OFD_SETLK`, seen
+//! with strace) on `ostree/lock`; other tools use `flock()`. The two kinds do
+//! not see each other on Linux, so treeboot takes both, OFD first: it then
+//! excludes `ostree admin` and any flock user, and two treeboots cannot
+//! deadlock because each takes the locks in the same order.
+
+use std::os::fd::AsRawFd;
+
+use anyhow::Result;
+use cap_std_ext::cap_std::fs::{Dir, OpenOptions};
+use cap_std_ext::cap_std::fs::OpenOptionsExt as _;
+use fn_error_context::context;
+
+pub struct SysrootLock {
+    _file: cap_std_ext::cap_std::fs::File,
+}
+
+fn ofd_lock(fd: i32, wait: bool) -> std::io::Result<bool> {
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as _;
+    fl.l_whence = libc::SEEK_SET as _;
+    let cmd = if wait { libc::F_OFD_SETLKW } else { libc::F_OFD_SETLK };
+    loop {
+        let r = unsafe { libc::fcntl(fd, cmd, &fl) };
+        if r == 0 {
+            return Ok(true);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) | Some(libc::EACCES) if !wait => return Ok(false),
+            _ => return Err(e),
+        }
+    }
+}
+
+impl SysrootLock {
+    /// Take the lock, waiting for another writer to finish. Prints a line
+    /// when it has to wait, so a stuck caller knows why.
+    #[context("Locking ostree/lock")]
+    pub fn acquire(root: &Dir) -> Result<Self> {
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true).create(true).mode(0o600);
+        let file = root.open_with("ostree/lock", &opts)?;
+        let fd = file.as_raw_fd();
+        if !ofd_lock(fd, false)? {
+            eprintln!("Waiting for another writer to release ostree/lock...");
+            ofd_lock(fd, true)?;
+        }
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+        Ok(Self { _file: file })
+    }
+}

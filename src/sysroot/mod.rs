@@ -1,0 +1,331 @@
+//! The model of an ostree sysroot: boot versions, deployments in boot order,
+//! which one is booted, staged or pinned.
+//!
+//! Loading is read-only. The list of deployments comes from the BLS entries of
+//! the current boot version, as libostree reads it: each entry's `ostree=`
+//! argument is resolved through `ostree/boot.N.M` to a deployment directory,
+//! and entries are ordered by their `version` key, highest (the default) first.
+
+pub mod lock;
+
+use anyhow::{anyhow, bail, Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use cap_std_ext::cap_std::{self, fs::Dir};
+use cap_std_ext::dirext::CapStdExtDirExt;
+use fn_error_context::context;
+use cap_std_ext::cap_std::fs::MetadataExt;
+
+use crate::formats::bls::{entry_file_is_ostree, BlsEntry};
+use crate::formats::kargs::Kargs;
+use crate::formats::keyfile::KeyFile;
+use crate::formats::names::{parse_deploy_name, parse_ostree_karg};
+
+pub use lock::SysrootLock;
+
+/// One deployment as the bootloader sees it.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub index: usize,
+    pub stateroot: String,
+    pub csum: String,
+    pub serial: u32,
+    pub bootcsum: String,
+    pub bootserial: u32,
+    /// Kernel arguments without `ostree=`.
+    pub kargs: Kargs,
+    /// The BLS entry it was read from (None for a deployment that is being
+    /// added and has no entry yet).
+    pub entry: Option<BlsEntry>,
+    pub origin: Option<KeyFile>,
+    pub booted: bool,
+    pub staged: bool,
+}
+
+impl Deployment {
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.csum, self.serial)
+    }
+
+    /// Path of the deployment root, relative to the sysroot.
+    pub fn path(&self) -> Utf8PathBuf {
+        format!("ostree/deploy/{}/deploy/{}", self.stateroot, self.name()).into()
+    }
+
+    pub fn origin_path(&self) -> Utf8PathBuf {
+        format!("ostree/deploy/{}/deploy/{}.origin", self.stateroot, self.name()).into()
+    }
+
+    pub fn pinned(&self) -> bool {
+        self.origin
+            .as_ref()
+            .and_then(|o| o.get_bool("libostree-transient", "pinned").ok().flatten())
+            .unwrap_or(false)
+    }
+
+    pub fn refspec(&self) -> Option<&str> {
+        let o = self.origin.as_ref()?;
+        o.get("origin", "refspec")
+            .or_else(|| o.get("origin", "container-image-reference"))
+    }
+
+    /// Same deployment (stateroot, checksum and serial).
+    pub fn same(&self, other: &Deployment) -> bool {
+        self.stateroot == other.stateroot && self.csum == other.csum && self.serial == other.serial
+    }
+}
+
+pub struct Sysroot {
+    pub root: Dir,
+    pub path: Utf8PathBuf,
+    pub bootversion: u32,
+    pub subbootversion: u32,
+    pub deployments: Vec<Deployment>,
+}
+
+/// Read a symlink named `name` in `dir` whose target must be `prefix0` or
+/// `prefix1`. A missing link means 0.
+fn read_version_link(dir: &Dir, name: &str, prefix: &str, display: &str) -> Result<u32> {
+    match dir.read_link_contents(name) {
+        Ok(target) => {
+            let t = target.to_string_lossy();
+            match t.strip_prefix(prefix) {
+                Some("0") => Ok(0),
+                Some("1") => Ok(1),
+                _ => bail!("{display} points to {t:?}, expected {prefix}0 or {prefix}1"),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(anyhow!(e).context(format!("Reading symlink {display}"))),
+    }
+}
+
+#[context("Reading origin {path}")]
+pub fn read_origin(root: &Dir, path: &Utf8Path) -> Result<Option<KeyFile>> {
+    let Some(data) = root.read_optional(path)? else {
+        return Ok(None);
+    };
+    let kf = KeyFile::parse_bytes(&data).map_err(|e| anyhow!("{path}: {e}"))?;
+    if !kf.has_group("origin") {
+        bail!("{path}: no [origin] group");
+    }
+    kf.get_bool("libostree-transient", "pinned")
+        .map_err(|e| anyhow!("{path}: {e}"))?;
+    Ok(Some(kf))
+}
+
+impl Sysroot {
+    /// Open the sysroot at `path` and load its deployments.
+    #[context("Loading sysroot {path}")]
+    pub fn load(path: &Utf8Path) -> Result<Self> {
+        let root = Dir::open_ambient_dir(path, cap_std::ambient_authority())
+            .with_context(|| format!("Opening {path}"))?;
+        if root.symlink_metadata_optional("ostree/deploy")?.is_none() {
+            bail!("{path} is not an ostree sysroot: {path}/ostree/deploy does not exist");
+        }
+        if root.symlink_metadata_optional("boot")?.is_none() {
+            bail!("{path}/boot does not exist (is /boot mounted?)");
+        }
+        let bootversion = read_version_link(&root, "boot/loader", "loader.", &format!("{path}/boot/loader"))?;
+        let subbootversion = read_version_link(
+            &root,
+            &format!("ostree/boot.{bootversion}"),
+            &format!("boot.{bootversion}."),
+            &format!("{path}/ostree/boot.{bootversion}"),
+        )?;
+        let mut sysroot = Sysroot {
+            root,
+            path: path.to_owned(),
+            bootversion,
+            subbootversion,
+            deployments: Vec::new(),
+        };
+        sysroot.deployments = sysroot.read_deployments()?;
+        sysroot.mark_booted()?;
+        Ok(sysroot)
+    }
+
+    fn has_loader(&self) -> Result<bool> {
+        Ok(self.root.symlink_metadata_optional("boot/loader")?.is_some())
+    }
+
+    #[context("Reading boot entries")]
+    fn read_deployments(&self) -> Result<Vec<Deployment>> {
+        if !self.has_loader()? {
+            return Ok(Vec::new());
+        }
+        let bv = self.bootversion;
+        let entries_rel = format!("boot/loader.{bv}/entries");
+        let Some(entries) = self.root.open_dir_optional(&entries_rel)? else {
+            bail!("{}/{entries_rel} does not exist, but boot/loader points to it", self.path);
+        };
+        let mut found: Vec<(u64, Deployment)> = Vec::new();
+        for name in crate::fsutil::read_names(&entries)?.into_iter().filter_map(|n| n.into_string().ok()) {
+            if !entry_file_is_ostree(&name) {
+                continue;
+            }
+            let file = format!("{}/{entries_rel}/{name}", self.path);
+            let data = entries
+                .read_to_string(&name)
+                .with_context(|| format!("Reading {file}"))?;
+            let entry = BlsEntry::parse(&data).map_err(|e| anyhow!("{file}: {e}"))?;
+            let options = entry
+                .options()
+                .ok_or_else(|| anyhow!("{file}: no `options` line"))?;
+            let mut kargs = Kargs::parse(&options).map_err(|e| anyhow!("{file}: {e}"))?;
+            let ostree_arg = kargs
+                .get("ostree")
+                .ok_or_else(|| anyhow!("{file}: no ostree= kernel argument in `options`"))?
+                .to_string();
+            kargs.remove_key("ostree");
+            let karg = parse_ostree_karg(&ostree_arg).map_err(|e| anyhow!("{file}: {e}"))?;
+            if karg.bootversion != bv {
+                bail!("{file}: ostree={ostree_arg} names boot.{} but the entry is in loader.{bv}", karg.bootversion);
+            }
+            let version: u64 = entry
+                .get("version")
+                .ok_or_else(|| anyhow!("{file}: no `version` line"))?
+                .parse()
+                .map_err(|_| anyhow!("{file}: `version` is not a number"))?;
+            let link = format!(
+                "ostree/boot.{bv}.{}/{}/{}/{}",
+                self.subbootversion, karg.stateroot, karg.bootcsum, karg.bootserial
+            );
+            let target = self.root.read_link_contents(&link).map_err(|e| {
+                anyhow!("{file}: ostree={ostree_arg}: boot link {}/{link}: {e}", self.path)
+            })?;
+            let target = Utf8PathBuf::try_from(target)
+                .map_err(|_| anyhow!("{}/{link}: target is not UTF-8", self.path))?;
+            let expect_prefix = format!("../../../deploy/{}/deploy/", karg.stateroot);
+            let dname = target
+                .as_str()
+                .strip_prefix(&expect_prefix)
+                .ok_or_else(|| anyhow!("{}/{link} points to {target}, outside ostree/deploy/{}/deploy", self.path, karg.stateroot))?;
+            let (csum, serial) = parse_deploy_name(dname)
+                .ok_or_else(|| anyhow!("{}/{link} points to {target}, not a deployment name", self.path))?;
+            let mut d = Deployment {
+                index: 0,
+                stateroot: karg.stateroot.clone(),
+                csum: csum.to_string(),
+                serial,
+                bootcsum: karg.bootcsum.clone(),
+                bootserial: karg.bootserial,
+                kargs,
+                entry: Some(entry),
+                origin: None,
+                booted: false,
+                staged: false,
+            };
+            if self.root.symlink_metadata_optional(d.path())?.is_none() {
+                bail!("{file}: deployment {}/{} does not exist (dangling link {link})", self.path, d.path());
+            }
+            d.origin = read_origin(&self.root, &d.origin_path())?;
+            if let Some((_, dup)) = found.iter().find(|(_, o)| o.same(&d)) {
+                bail!("{file}: deployment {} is listed twice (also index {})", d.name(), dup.index);
+            }
+            found.push((version, d));
+        }
+        // Highest version first: that entry is the default.
+        found.sort_by(|a, b| b.0.cmp(&a.0));
+        Ok(found
+            .into_iter()
+            .enumerate()
+            .map(|(i, (_, mut d))| {
+                d.index = i;
+                d
+            })
+            .collect())
+    }
+
+    /// A deployment is booted when the running root (`/`) is its directory;
+    /// this only applies to the sysroot mounted at `/sysroot` of a system
+    /// booted with `/run/ostree-booted`.
+    fn mark_booted(&mut self) -> Result<()> {
+        let Some(rootdevino) = booted_root_devino(&self.path)? else {
+            return Ok(());
+        };
+        for d in self.deployments.iter_mut() {
+            if let Some(m) = self.root.metadata_optional(d.path())? {
+                if (m.dev(), m.ino()) == rootdevino {
+                    d.booted = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn booted(&self) -> Option<&Deployment> {
+        self.deployments.iter().find(|d| d.booted)
+    }
+
+    /// The deployment whose `/etc` and kernel arguments a new deployment of
+    /// `stateroot` inherits: the booted one if it is of that stateroot, else
+    /// the first (default-most) of that stateroot.
+    pub fn merge_deployment(&self, stateroot: &str) -> Option<&Deployment> {
+        if let Some(b) = self.booted() {
+            if b.stateroot == stateroot {
+                return Some(b);
+            }
+        }
+        self.deployments.iter().find(|d| d.stateroot == stateroot)
+    }
+
+    /// The stateroot to use when none is given: the booted one, else the
+    /// default deployment's, else the only one that exists.
+    pub fn default_stateroot(&self) -> Result<String> {
+        if let Some(d) = self.booted().or(self.deployments.first()) {
+            return Ok(d.stateroot.clone());
+        }
+        let roots = self.stateroots()?;
+        match roots.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => bail!("no stateroot in {}/ostree/deploy: run `treeboot os-init NAME` first", self.path),
+            _ => bail!("several stateroots ({}); choose one with --os", roots.join(", ")),
+        }
+    }
+
+    pub fn stateroots(&self) -> Result<Vec<String>> {
+        let d = self.root.open_dir("ostree/deploy")?;
+        let mut v = Vec::new();
+        for e in d.entries()? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                if let Ok(n) = e.file_name().into_string() {
+                    v.push(n);
+                }
+            }
+        }
+        v.sort();
+        Ok(v)
+    }
+
+    pub fn deployment(&self, index: usize) -> Result<&Deployment> {
+        self.deployments.get(index).ok_or_else(|| {
+            anyhow!(
+                "no deployment with index {index} (there are {})",
+                self.deployments.len()
+            )
+        })
+    }
+
+    /// Whether `boot` is a different filesystem from the sysroot.
+    pub fn boot_is_separate(&self) -> Result<bool> {
+        let a = self.root.dir_metadata()?;
+        let b = self.root.metadata("boot")?;
+        Ok(a.dev() != b.dev())
+    }
+}
+
+/// (dev, ino) of `/` when the system is booted from a deployment of the
+/// sysroot at `sysroot_path` (that is: `/run/ostree-booted` exists and the
+/// sysroot is `/` or `/sysroot`).
+pub fn booted_root_devino(sysroot_path: &Utf8Path) -> Result<Option<(u64, u64)>> {
+    if sysroot_path != "/" && sysroot_path != "/sysroot" {
+        return Ok(None);
+    }
+    if !Utf8Path::new("/run/ostree-booted").exists() {
+        return Ok(None);
+    }
+    let m = std::os::unix::fs::MetadataExt::dev(&std::fs::metadata("/")?);
+    let i = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata("/")?);
+    Ok(Some((m, i)))
+}

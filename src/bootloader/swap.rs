@@ -238,6 +238,11 @@ pub fn write_deployments(
     let loader_dir = format!("loader.{new_bv}");
     fsutil::remove_all_at(&boot, loader_dir.as_ref()).with_context(|| format!("Removing stale /boot/{loader_dir}"))?;
     boot.remove_file_optional("loader.tmp")?;
+    // `boot/boot -> .` lets `/boot/...` paths work whether or not /boot is
+    // its own partition (GRUB and the entries rely on it).
+    if boot.symlink_metadata_optional("boot")?.is_none() {
+        boot.symlink(".", "boot").context("Creating /boot/boot -> .")?;
+    }
     // The sub-boot version alternates per boot version, as in libostree.
     let stale_sub = match ostree.read_link_contents(format!("boot.{new_bv}")) {
         Ok(t) if t.to_string_lossy() == format!("boot.{new_bv}.1") => 1,

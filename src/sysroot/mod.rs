@@ -31,7 +31,8 @@ pub struct Deployment {
     pub serial: u32,
     pub bootcsum: String,
     pub bootserial: u32,
-    /// Kernel arguments without `ostree=`.
+    /// Kernel arguments as in the entry, `ostree=` included (it keeps its
+    /// place when the arguments are rewritten, as libostree does).
     pub kargs: Kargs,
     /// The BLS entry it was read from (None for a deployment that is being
     /// added and has no entry yet).
@@ -171,12 +172,11 @@ impl Sysroot {
             let options = entry
                 .options()
                 .ok_or_else(|| anyhow!("{file}: no `options` line"))?;
-            let mut kargs = Kargs::parse(&options).map_err(|e| anyhow!("{file}: {e}"))?;
+            let kargs = Kargs::parse(&options).map_err(|e| anyhow!("{file}: {e}"))?;
             let ostree_arg = kargs
                 .get("ostree")
                 .ok_or_else(|| anyhow!("{file}: no ostree= kernel argument in `options`"))?
                 .to_string();
-            kargs.remove_key("ostree");
             let karg = parse_ostree_karg(&ostree_arg).map_err(|e| anyhow!("{file}: {e}"))?;
             if karg.bootversion != bv {
                 bail!("{file}: ostree={ostree_arg} names boot.{} but the entry is in loader.{bv}", karg.bootversion);

@@ -1,0 +1,225 @@
+//! Helpers shared by the integration tests: trees with a kernel, commits,
+//! sysroots made by treeboot or by Debian's `ostree admin`, snapshots of
+//! whole sysroots for comparison.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn treeboot_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_treeboot")
+}
+
+/// A temporary directory that is removed even when it holds immutable
+/// deployment roots.
+pub struct Scratch {
+    pub path: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(tag: &str) -> Self {
+        let base = std::env::var("TREEBOOT_TEST_TMP").unwrap_or_else(|_| "/var/tmp".into());
+        let path = tempfile::Builder::new()
+            .prefix(&format!("treeboot-{tag}-"))
+            .tempdir_in(base)
+            .unwrap()
+            .into_path();
+        Scratch { path }
+    }
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.path.join(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-R").arg("-i").arg(&self.path).output();
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+fn show(cmd: &Command, out: &Output) -> String {
+    format!(
+        "{:?} exited {}\nstdout:\n{}\nstderr:\n{}",
+        cmd,
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Run and require success; returns stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(out.status.success(), "{}", show(cmd, &out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run and require failure; returns stderr.
+pub fn run_fail(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(!out.status.success(), "expected failure: {}", show(cmd, &out));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn tb(sysroot: &Path) -> Command {
+    let mut c = Command::new(treeboot_bin());
+    c.arg("--sysroot").arg(sysroot);
+    c
+}
+
+pub fn ostree_admin(sysroot: &Path) -> Command {
+    let mut c = Command::new("ostree");
+    c.arg("admin").arg(format!("--sysroot={}", sysroot.display()));
+    c
+}
+
+pub fn write(p: &Path, content: &str) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
+/// A small OS tree: a kernel and initramfs, os-release, /usr/etc defaults.
+pub fn make_tree(dir: &Path, kernel: &str, variant: &str) {
+    write(&dir.join("usr/lib/modules/6.1.0-test/vmlinuz"), &format!("kernel {kernel}\n"));
+    write(&dir.join("usr/lib/modules/6.1.0-test/initramfs.img"), &format!("initramfs {kernel}\n"));
+    write(
+        &dir.join("usr/lib/os-release"),
+        "NAME=\"Test OS\"\nID=testos\nPRETTY_NAME=\"Test OS 1\"\n",
+    );
+    write(&dir.join("usr/bin/hello"), &format!("hello {variant}\n"));
+    write(&dir.join("usr/etc/motd"), &format!("welcome to {variant}\n"));
+    write(&dir.join("usr/etc/hostname"), "testos\n");
+    write(&dir.join("usr/etc/removeme"), "the admin removes this\n");
+    write(&dir.join("usr/etc/ssh/sshd_config"), &format!("# {variant}\nPermitRootLogin no\n"));
+    write(&dir.join("usr/etc/default-only/file"), "untouched\n");
+    let _ = std::fs::remove_file(dir.join("usr/etc/localtime"));
+    std::os::unix::fs::symlink("../usr/share/zoneinfo/UTC", dir.join("usr/etc/localtime")).unwrap();
+    std::fs::create_dir_all(dir.join("var/lib")).unwrap();
+}
+
+/// Commit `tree` on `branch` with a `version`; returns the checksum.
+pub fn commit(repo: &Path, branch: &str, tree: &Path, version: &str) -> String {
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["commit", "-b", branch, "-s", version])
+        .arg(format!("--add-metadata-string=version={version}"))
+        .arg(format!("--tree=dir={}", tree.display()))
+        .arg("--timestamp=2026-01-01T00:00:00Z"))
+    .trim()
+    .to_string()
+}
+
+/// A sysroot made with treeboot, stateroot `testos`, commits `testos/v1`,
+/// `testos/v2`, `testos/v3` (v3 has a new kernel).
+pub fn sysroot_with_commits(s: &Scratch) -> PathBuf {
+    let root = s.join("sysroot");
+    run(Command::new(treeboot_bin()).arg("init-fs").arg(&root));
+    run(tb(&root).args(["os-init", "testos"]));
+    let repo = root.join("ostree/repo");
+    for (v, k) in [("1.0", "A"), ("2.0", "A"), ("3.0", "B")] {
+        let t = s.join(&format!("tree-{v}"));
+        make_tree(&t, k, v);
+        commit(&repo, &format!("testos/v{}", &v[..1]), &t, v);
+    }
+    root
+}
+
+/// Copy a sysroot (hardlinks and all) with cp -a.
+pub fn copy_sysroot(from: &Path, to: &Path) {
+    run(Command::new("cp").arg("-a").arg(from).arg(to));
+}
+
+/// A description of every file of a sysroot, keyed by relative path:
+/// type, mode, owner, symlink target or content (small files) or size.
+/// Skips repository internals that differ by timing only.
+pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+    let mut names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    for n in names {
+        let p = dir.join(&n);
+        let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        if rel == "ostree/lock"
+            || rel == "ostree/repo/.lock"
+            || rel.starts_with("ostree/repo/objects")
+            || rel.starts_with("ostree/repo/tmp")
+            || rel.starts_with("ostree/repo/state")
+        {
+            continue;
+        }
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let mode = m.permissions().mode() & 0o7777;
+        let desc = if m.file_type().is_symlink() {
+            format!("link -> {}", std::fs::read_link(&p).unwrap().display())
+        } else if m.is_dir() {
+            format!("dir {mode:o} {}:{}", m.uid(), m.gid())
+        } else if m.is_file() && m.len() < 4096 {
+            format!("file {mode:o} {}:{} {:?}", m.uid(), m.gid(), std::fs::read_to_string(&p).unwrap_or_default())
+        } else {
+            format!("file {mode:o} {}:{} size {}", m.uid(), m.gid(), m.len())
+        };
+        out.insert(rel, desc);
+        if m.is_dir() && !m.file_type().is_symlink() {
+            walk(root, &p, out);
+        }
+    }
+}
+
+/// Lines that differ between two snapshots, for assertion messages.
+pub fn snapshot_diff(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
+    let mut d = Vec::new();
+    for (k, v) in a {
+        match b.get(k) {
+            None => d.push(format!("only in ostree's: {k} ({v})")),
+            Some(w) if w != v => d.push(format!("differs: {k}\n   ostree:   {v}\n   treeboot: {w}")),
+            _ => {}
+        }
+    }
+    for (k, v) in b {
+        if !a.contains_key(k) {
+            d.push(format!("only in treeboot's: {k} ({v})"));
+        }
+    }
+    d
+}
+
+pub fn status_json(sysroot: &Path) -> serde_json::Value {
+    serde_json::from_str(&run(tb(sysroot).args(["status", "--json"]))).unwrap()
+}
+
+/// The `$csum.$serial` names in `ostree admin status` order.
+pub fn ostree_status_names(sysroot: &Path) -> Vec<String> {
+    run(&mut ostree_admin(sysroot).arg("status"))
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim_start_matches(['*', ' ']);
+            let mut it = l.split_whitespace();
+            let _os = it.next()?;
+            let name = it.next()?;
+            (name.len() > 64 && name.contains('.')).then(|| name.to_string())
+        })
+        .collect()
+}
+
+pub fn treeboot_status_names(sysroot: &Path) -> Vec<String> {
+    status_json(sysroot)["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| format!("{}.{}", d["checksum"].as_str().unwrap(), d["serial"]))
+        .collect()
+}
+
+/// Path of deployment `index` (from treeboot status).
+pub fn deployment_dir(sysroot: &Path, index: usize) -> PathBuf {
+    let st = status_json(sysroot);
+    sysroot.join(st["deployments"][index]["deploy_path"].as_str().unwrap())
+}

@@ -1,0 +1,131 @@
+//! Differential tests: the same operations run with Debian's `ostree admin`
+//! on one copy of a sysroot and with treeboot on another must give the same
+//! trees (deployment names, origins, boot/loader, entries, ostree/boot.N
+//! links, kernel directories, merged /etc, refs).
+
+mod common;
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+/// An operation spelled for each tool.
+struct Op {
+    what: &'static str,
+    ostree: Vec<String>,
+    treeboot: Vec<String>,
+}
+
+fn op(what: &'static str, ostree: &[&str], treeboot: &[&str]) -> Op {
+    Op {
+        what,
+        ostree: ostree.iter().map(|s| s.to_string()).collect(),
+        treeboot: treeboot.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// Local /etc edits of the default deployment, applied identically to both.
+fn edit_etc(sysroot: &Path) {
+    let etc = deployment_dir(sysroot, 0).join("etc");
+    write(&etc.join("motd"), "local motd\n");
+    write(&etc.join("local.conf"), "added by the admin\n");
+    std::fs::remove_file(etc.join("removeme")).unwrap();
+    std::fs::create_dir_all(etc.join("private/deeper")).unwrap();
+    std::fs::set_permissions(etc.join("private"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    std::fs::set_permissions(etc.join("private/deeper"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    write(&etc.join("private/deeper/secret"), "s3cret\n");
+    std::fs::set_permissions(etc.join("private/deeper/secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(etc.join("hostname"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::chown(etc.join("ssh/sshd_config"), Some(0), Some(4)).unwrap();
+    std::fs::remove_file(etc.join("localtime")).unwrap();
+    std::os::unix::fs::symlink("../usr/share/zoneinfo/Europe/Paris", etc.join("localtime")).unwrap();
+}
+
+fn compare(step: &str, a: &Path, b: &Path) {
+    let (sa, sb) = (snapshot(a), snapshot(b));
+    let d = snapshot_diff(&sa, &sb);
+    assert!(d.is_empty(), "after {step}, the trees differ:\n{}", d.join("\n"));
+}
+
+#[test]
+fn same_tree_as_ostree_admin_through_a_lifecycle() {
+    let s = Scratch::new("diff");
+    let base = sysroot_with_commits(&s);
+    // A version that PRETTY_NAME ("Test OS 1") already contains.
+    let t = s.join("tree-v1");
+    make_tree(&t, "A", "one");
+    commit(&base.join("ostree/repo"), "testos/one", &t, "1");
+    let (a, b) = (s.join("by-ostree"), s.join("by-treeboot"));
+    copy_sysroot(&base, &a);
+    copy_sysroot(&base, &b);
+
+    let steps = vec![
+        op("first deploy", &["deploy", "--os=testos", "--karg=root=LABEL=root", "--karg-append=quiet", "testos/v1"], &["deploy", "--os", "testos", "--karg", "root=LABEL=root", "--karg-append", "quiet", "testos/v1"]),
+        op("edit /etc", &[], &[]),
+        op("second deploy (merge /etc)", &["deploy", "--os=testos", "testos/v2"], &["deploy", "--os", "testos", "testos/v2"]),
+        op("deploy --not-as-default (new kernel)", &["deploy", "--os=testos", "--not-as-default", "testos/v3"], &["deploy", "--os", "testos", "--not-as-default", "testos/v3"]),
+        op("pin 1", &["pin", "1"], &["pin", "1"]),
+        op("deploy again keeps the pinned one", &["deploy", "--os=testos", "testos/v1"], &["deploy", "--os", "testos", "testos/v1"]),
+        op("deploy the same commit twice (serial 1)", &["deploy", "--os=testos", "--retain", "testos/v1"], &["deploy", "--os", "testos", "--retain", "testos/v1"]),
+        op("undeploy 2", &["undeploy", "2"], &["undeploy", "2"]),
+        op("unpin", &["pin", "--unpin", "1"], &["pin", "--unpin", "1"]),
+        op("os-init other", &["os-init", "other"], &["os-init", "other"]),
+        op("second stateroot, not as default", &["deploy", "--os=other", "--not-as-default", "testos/v2"], &["deploy", "--os", "other", "--not-as-default", "testos/v2"]),
+        op("deploy --karg-none", &["deploy", "--os=testos", "--karg-none", "testos/v3"], &["deploy", "--os", "testos", "--karg-none", "testos/v3"]),
+        op("version already in the title", &["deploy", "--os=testos", "testos/one"], &["deploy", "--os", "testos", "testos/one"]),
+        op("cleanup", &["cleanup"], &["cleanup"]),
+    ];
+    for st in &steps {
+        if st.what == "edit /etc" {
+            edit_etc(&a);
+            edit_etc(&b);
+        } else {
+            run(ostree_admin(&a).args(&st.ostree));
+            run(tb(&b).args(&st.treeboot));
+        }
+        compare(st.what, &a, &b);
+        assert_eq!(ostree_status_names(&a), ostree_status_names(&b), "after {}: ostree admin status differs", st.what);
+        assert_eq!(ostree_status_names(&b), treeboot_status_names(&b), "after {}: treeboot and ostree disagree on the order", st.what);
+    }
+}
+
+#[test]
+fn ostree_reads_treeboot_and_treeboot_manages_ostree() {
+    let s = Scratch::new("interop");
+    let root = sysroot_with_commits(&s);
+    // ostree writes, treeboot continues, ostree reads, and back again.
+    run(ostree_admin(&root).args(["deploy", "--os=testos", "--karg=root=LABEL=root", "testos/v1"]));
+    run(tb(&root).args(["deploy", "testos/v2"]));
+    let st = status_json(&root);
+    assert_eq!(st["deployments"].as_array().unwrap().len(), 2);
+    assert_eq!(st["deployments"][0]["version"], "2.0");
+    assert_eq!(st["deployments"][1]["version"], "1.0");
+    assert_eq!(st["deployments"][0]["kargs"], "root=LABEL=root", "kernel arguments are inherited");
+    assert_eq!(ostree_status_names(&root), treeboot_status_names(&root));
+    run(ostree_admin(&root).args(["deploy", "--os=testos", "testos/v3"]));
+    run(tb(&root).args(["undeploy", "1"]));
+    assert_eq!(ostree_status_names(&root), treeboot_status_names(&root));
+    let out = run(&mut ostree_admin(&root).arg("status"));
+    assert!(out.contains("Version: 3.0"), "{out}");
+    // The lock is the same one: ostree admin must wait while treeboot holds it.
+    run(tb(&root).arg("cleanup"));
+}
+
+#[test]
+fn kargs_edit_matches_ostree_placement() {
+    let s = Scratch::new("kargs");
+    let base = sysroot_with_commits(&s);
+    run(tb(&base).args(["deploy", "--karg", "root=LABEL=root", "testos/v1"]));
+    let (a, b) = (s.join("a"), s.join("b"));
+    copy_sysroot(&base, &a);
+    copy_sysroot(&base, &b);
+    run(ostree_admin(&a).args(["kargs", "edit-in-place", "--append-if-missing=console=ttyS0,115200"]));
+    run(tb(&b).args(["kargs", "--append", "console=ttyS0,115200"]));
+    let opts = |root: &Path| {
+        let e = std::fs::read_dir(root.join("boot/loader/entries")).unwrap().next().unwrap().unwrap().path();
+        std::fs::read_to_string(e).unwrap().lines().find(|l| l.starts_with("options ")).unwrap().replace("boot.0", "boot.N").replace("boot.1", "boot.N")
+    };
+    assert_eq!(opts(&a), opts(&b));
+    assert_eq!(ostree_status_names(&b), treeboot_status_names(&b));
+    let _ = Command::new("true");
+}

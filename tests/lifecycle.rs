@@ -1,0 +1,272 @@
+//! Every verb on directory sysroots, checking the tree that results; bad
+//! input gets an error naming the file and leaves the sysroot as it was.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::Command;
+
+fn entries(root: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root.join("boot/loader/entries"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn versions(root: &Path) -> Vec<String> {
+    status_json(root)["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["version"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn two_deployments(s: &Scratch) -> std::path::PathBuf {
+    let root = sysroot_with_commits(s);
+    run(tb(&root).args(["deploy", "--karg", "root=LABEL=root", "testos/v1"]));
+    run(tb(&root).args(["deploy", "testos/v2"]));
+    root
+}
+
+#[test]
+fn status_lists_deployments_in_boot_order() {
+    let s = Scratch::new("status");
+    let root = two_deployments(&s);
+    let st = status_json(&root);
+    let d = &st["deployments"];
+    assert_eq!(d[0]["version"], "2.0");
+    assert_eq!(d[0]["index"], 0);
+    assert_eq!(d[0]["stateroot"], "testos");
+    assert_eq!(d[0]["refspec"], "testos/v2");
+    assert_eq!(d[0]["serial"], 0);
+    for k in ["booted", "pending", "rollback", "staged", "pinned"] {
+        assert_eq!(d[0][k], false, "{k}");
+    }
+    assert_eq!(d[1]["version"], "1.0");
+    let human = run(tb(&root).arg("status"));
+    assert!(human.starts_with("  0 testos "), "{human}");
+    assert!(human.contains("Version: 2.0") && human.contains("origin refspec: testos/v1"), "{human}");
+    // Boot version flipped twice: loader.0 is live.
+    assert_eq!(std::fs::read_link(root.join("boot/loader")).unwrap(), Path::new("loader.0"));
+    assert_eq!(entries(&root), vec!["ostree-1-testos.conf", "ostree-2-testos.conf"]);
+}
+
+#[test]
+fn set_default_and_rollback() {
+    let s = Scratch::new("setdef");
+    let root = two_deployments(&s);
+    run(tb(&root).args(["set-default", "1"]));
+    assert_eq!(versions(&root), vec!["1.0", "2.0"]);
+    run(tb(&root).arg("rollback"));
+    assert_eq!(versions(&root), vec!["2.0", "1.0"]);
+    assert_eq!(ostree_status_names(&root), treeboot_status_names(&root));
+    let err = run_fail(tb(&root).args(["set-default", "5"]));
+    assert!(err.contains("no deployment with index 5"), "{err}");
+}
+
+#[test]
+fn undeploy_pin_and_cleanup() {
+    let s = Scratch::new("undeploy");
+    let root = two_deployments(&s);
+    run(tb(&root).args(["pin", "1"]));
+    let origin = std::fs::read_to_string(root.join(status_json(&root)["deployments"][1]["origin_path"].as_str().unwrap())).unwrap();
+    assert!(origin.contains("[libostree-transient]\npinned=true\n"), "{origin}");
+    assert!(status_json(&root)["deployments"][1]["pinned"].as_bool().unwrap());
+    // A pinned deployment survives a deploy that would drop it.
+    run(tb(&root).args(["deploy", "testos/v3"]));
+    assert_eq!(versions(&root), vec!["3.0", "2.0", "1.0"]);
+    run(tb(&root).args(["pin", "--unpin", "2"]));
+    let old_dir = deployment_dir(&root, 2);
+    run(tb(&root).args(["undeploy", "2"]));
+    assert_eq!(versions(&root), vec!["3.0", "2.0"]);
+    assert!(!old_dir.exists(), "undeploy removes the directory");
+    // An orphan left by an interrupted run is removed by cleanup.
+    let orphan = root.join("ostree/deploy/testos/deploy/".to_string() + &"ab".repeat(32) + ".0");
+    std::fs::create_dir_all(orphan.join("usr")).unwrap();
+    let out = run(tb(&root).arg("cleanup"));
+    assert!(out.contains("Removed 1 deployment(s)"), "{out}");
+    assert!(!orphan.exists());
+    assert!(!root.join("boot/loader.1").exists(), "the old boot version is gone");
+}
+
+#[test]
+fn kargs_append_replace_delete() {
+    let s = Scratch::new("kargs");
+    let root = two_deployments(&s);
+    run(tb(&root).args(["kargs", "--append", "console=ttyS0", "--append", "quiet"]));
+    assert_eq!(run(tb(&root).arg("kargs")).trim(), "root=LABEL=root console=ttyS0 quiet");
+    run(tb(&root).args(["kargs", "--replace", "root=LABEL=other", "--delete", "quiet"]));
+    assert_eq!(run(tb(&root).arg("kargs")).trim(), "root=LABEL=other console=ttyS0");
+    // Only deployment 0 changed.
+    assert_eq!(run(tb(&root).args(["kargs", "--deployment", "1"])).trim(), "root=LABEL=root");
+    let err = run_fail(tb(&root).args(["kargs", "--delete", "nosuch"]));
+    assert!(err.contains("nosuch"), "{err}");
+    let err = run_fail(tb(&root).args(["kargs", "--delete", "ostree"]));
+    assert!(err.contains("ostree="), "{err}");
+    assert_eq!(ostree_status_names(&root), treeboot_status_names(&root));
+}
+
+#[test]
+fn etc_diff_previews_local_changes() {
+    let s = Scratch::new("etcdiff");
+    let root = two_deployments(&s);
+    let etc = deployment_dir(&root, 0).join("etc");
+    write(&etc.join("motd"), "mine\n");
+    write(&etc.join("new.conf"), "n\n");
+    std::fs::remove_file(etc.join("removeme")).unwrap();
+    let out = run(tb(&root).args(["etc", "diff"]));
+    assert!(out.contains("M    /etc/motd (content)"), "{out}");
+    assert!(out.contains("A    /etc/new.conf"), "{out}");
+    assert!(out.contains("D    /etc/removeme"), "{out}");
+    assert!(out.contains("1 modified, 1 added, 1 removed"), "{out}");
+    let j: serde_json::Value = serde_json::from_str(&run(tb(&root).args(["etc", "diff", "--json"]))).unwrap();
+    assert_eq!(j["modified"], 1);
+    assert_eq!(j["changes"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn secret_files_are_created_private() {
+    // strace the deploy: the 0600 file must be created with mode 0 and only
+    // then get its final mode, so no one else can open it in between.
+    let s = Scratch::new("secret");
+    let root = two_deployments(&s);
+    let etc = deployment_dir(&root, 0).join("etc");
+    write(&etc.join("shadow-secret"), "hash\n");
+    std::fs::set_permissions(etc.join("shadow-secret"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let log = s.join("strace.log");
+    run(Command::new("strace")
+        .args(["-f", "-o"])
+        .arg(&log)
+        .args(["-e", "trace=openat,fchmod"])
+        .arg(treeboot_bin())
+        .arg("--sysroot")
+        .arg(&root)
+        .args(["deploy", "testos/v3"]));
+    let t = std::fs::read_to_string(&log).unwrap();
+    let create = t.lines().find(|l| l.contains("\"shadow-secret\"") && l.contains("O_CREAT")).expect("the copy was traced");
+    assert!(create.trim_end().ends_with(", 000) = 5") || create.contains(", 000)"), "created with a wider mode: {create}");
+    assert!(t.contains("fchmod(") && t.contains("0600"), "final mode set by fchmod");
+}
+
+#[test]
+fn bad_input_is_named_and_nothing_changes() {
+    let s = Scratch::new("bad");
+    let root = two_deployments(&s);
+    let before = snapshot(&root);
+    let check = |args: &[&str], expect: &str| {
+        let err = run_fail(tb(&root).args(args));
+        assert!(err.contains(expect), "{args:?}: expected {expect:?} in:\n{err}");
+        let d = snapshot_diff(&before, &snapshot(&root));
+        assert!(d.is_empty(), "{args:?} changed the sysroot:\n{}", d.join("\n"));
+    };
+    check(&["deploy", "testos/nosuch"], "unknown ref \"testos/nosuch\"");
+    check(&["deploy", "--os", "nosuchos", "testos/v1"], "stateroot \"nosuchos\" does not exist");
+    check(&["undeploy", "7"], "no deployment with index 7");
+    check(&["deploy", "--karg", "a=\"b", "testos/v1"], "unbalanced double quote");
+
+    // A commit without a kernel, and one with two.
+    let repo = root.join("ostree/repo");
+    let t = s.join("nokernel");
+    make_tree(&t, "A", "nk");
+    std::fs::remove_dir_all(t.join("usr/lib/modules")).unwrap();
+    commit(&repo, "testos/nokernel", &t, "nk");
+    let t2 = s.join("twokernels");
+    make_tree(&t2, "A", "tk");
+    write(&t2.join("usr/lib/modules/6.2.0-other/vmlinuz"), "k2");
+    commit(&repo, "testos/twokernels", &t2, "tk");
+    let before = snapshot(&root);
+    let check = |args: &[&str], expect: &str| {
+        let err = run_fail(tb(&root).args(args));
+        assert!(err.contains(expect), "{args:?}: expected {expect:?} in:\n{err}");
+        let d = snapshot_diff(&before, &snapshot(&root));
+        assert!(d.is_empty(), "{args:?} changed the sysroot:\n{}", d.join("\n"));
+    };
+    check(&["deploy", "testos/nokernel"], "has no kernel");
+    check(&["deploy", "testos/twokernels"], "2 kernels (6.1.0-test, 6.2.0-other)");
+}
+
+#[test]
+fn corrupt_files_get_errors_naming_them() {
+    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+        ("corrupt origin", Box::new(|root: &Path| {
+            let o = root.join(status_json(root)["deployments"][0]["origin_path"].as_str().unwrap());
+            std::fs::write(&o, b"\x00\x01junk").unwrap();
+        }), ".origin: line 1"),
+        ("origin without [origin]", Box::new(|root: &Path| {
+            let o = root.join(status_json(root)["deployments"][1]["origin_path"].as_str().unwrap());
+            std::fs::write(&o, "[other]\nx=1\n").unwrap();
+        }), "no [origin] group"),
+        ("entry with junk", Box::new(|root: &Path| {
+            let e = root.join("boot/loader/entries/ostree-2-testos.conf");
+            let mut t = std::fs::read_to_string(&e).unwrap();
+            t.push_str("\u{1}\u{2} garbage\n");
+            std::fs::write(&e, t).unwrap();
+        }), "ostree-2-testos.conf: line 6"),
+        ("entry without ostree=", Box::new(|root: &Path| {
+            let e = root.join("boot/loader/entries/ostree-1-testos.conf");
+            let t = std::fs::read_to_string(&e).unwrap();
+            let t: String = t.lines().map(|l| if l.starts_with("options") { "options root=x\n".to_string() } else { format!("{l}\n") }).collect();
+            std::fs::write(&e, t).unwrap();
+        }), "no ostree= kernel argument"),
+        ("dangling boot link", Box::new(|root: &Path| {
+            let d = deployment_dir(root, 1);
+            Command::new("chattr").arg("-i").arg(&d).status().unwrap();
+            std::fs::rename(&d, d.with_extension("moved")).unwrap();
+        }), "does not exist (dangling link"),
+        ("missing /boot", Box::new(|root: &Path| {
+            std::fs::rename(root.join("boot"), root.join("boot.away")).unwrap();
+        }), "/boot does not exist"),
+    ];
+    for (what, break_it, expect) in cases {
+        let s = Scratch::new("corrupt");
+        let root = two_deployments(&s);
+        break_it(&root);
+        let before = snapshot(&root);
+        for args in [&["status"][..], &["deploy", "testos/v3"][..], &["cleanup"][..]] {
+            let err = run_fail(tb(&root).args(args));
+            assert!(err.contains(expect), "{what}: {args:?}: expected {expect:?} in:\n{err}");
+        }
+        let d = snapshot_diff(&before, &snapshot(&root));
+        assert!(d.is_empty(), "{what}: the sysroot changed:\n{}", d.join("\n"));
+    }
+}
+
+#[test]
+fn writers_wait_for_ostree_lock() {
+    let s = Scratch::new("lock");
+    let root = two_deployments(&s);
+    // Hold ostree/lock the way libostree does (an OFD lock) from another process.
+    let mut holder = Command::new("python3")
+        .arg("-c")
+        .arg("import fcntl,os,struct,sys,time\nfd=os.open(sys.argv[1],os.O_RDWR|os.O_CREAT,0o600)\nfcntl.fcntl(fd,fcntl.F_OFD_SETLKW,struct.pack('hhqqi',fcntl.F_WRLCK,0,0,0,0))\nprint('locked',flush=True)\ntime.sleep(3)\n")
+        .arg(root.join("ostree/lock"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "locked");
+    let start = std::time::Instant::now();
+    let out = tb(&root).args(["pin", "0"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Waiting for another writer"));
+    // It could only finish after the holder let go (3 s).
+    assert!(start.elapsed() >= std::time::Duration::from_secs(2), "did not wait");
+    holder.wait().unwrap();
+}
+
+#[test]
+fn init_fs_and_os_init_match_ostree() {
+    let s = Scratch::new("init");
+    let (a, b) = (s.join("a"), s.join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    run(Command::new("ostree").args(["admin", "init-fs"]).arg(&a));
+    run(ostree_admin(&a).args(["os-init", "foo"]));
+    run(Command::new(treeboot_bin()).arg("init-fs").arg(&b));
+    run(tb(&b).args(["os-init", "foo"]));
+    let d = snapshot_diff(&snapshot(&a), &snapshot(&b));
+    assert!(d.is_empty(), "{}", d.join("\n"));
+}

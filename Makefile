@@ -37,6 +37,7 @@ bench: build
 
 install:
 	install -Dm755 target/release/treeboot $(DESTDIR)$(PREFIX)/bin/treeboot
+	install -Dm755 target/release/treeboot-writer $(DESTDIR)$(PREFIX)/libexec/treeboot/treeboot-writer
 
 clean:
 	$(CARGO) clean

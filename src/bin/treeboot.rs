@@ -1,9 +1,37 @@
+//! `treeboot`: read-only commands run here, without libostree; writing
+//! commands are handed to `treeboot-writer` (same arguments) by exec.
+
 use clap::Parser;
+use std::os::unix::process::CommandExt;
+
+fn writer_path() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("TREEBOOT_WRITER") {
+        return p.into();
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        let sibling = exe.with_file_name("treeboot-writer");
+        if sibling.exists() {
+            return sibling;
+        }
+    }
+    "/usr/libexec/treeboot/treeboot-writer".into()
+}
 
 fn main() {
     let cli = treeboot::cli::Cli::parse();
-    if let Err(e) = treeboot::cli::run(cli) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    match treeboot::cli::run_reader(cli) {
+        Ok(None) => {}
+        Ok(Some(_writer)) => {
+            let path = writer_path();
+            let err = std::process::Command::new(&path)
+                .args(std::env::args_os().skip(1))
+                .exec();
+            eprintln!("error: running {}: {err}", path.display());
+            std::process::exit(1);
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
     }
 }

@@ -3,7 +3,6 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::repo::Repo;
 use crate::sysroot::Sysroot;
 
 /// One deployment in `status --json`. The first fields carry the names of
@@ -36,7 +35,7 @@ pub struct Status {
     pub deployments: Vec<DeploymentStatus>,
 }
 
-pub fn status(sysroot: &Sysroot, repo: &Repo) -> Result<Status> {
+pub fn status(sysroot: &Sysroot) -> Result<Status> {
     let booted = sysroot.booted();
     // pending/rollback are relative to the booted deployment's stateroot,
     // as in libostree's query_deployments_for().
@@ -60,7 +59,7 @@ pub fn status(sysroot: &Sysroot, repo: &Repo) -> Result<Status> {
             checksum: d.csum.clone(),
             serial: d.serial,
             refspec: d.refspec().map(String::from),
-            version: repo.commit_version(&d.csum)?,
+            version: sysroot.commit_version(&d.csum)?,
             booted: d.booted,
             pending: pending == Some(d.index),
             rollback: rollback == Some(d.index),

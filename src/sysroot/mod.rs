@@ -307,6 +307,23 @@ impl Sysroot {
         })
     }
 
+    /// The `version` metadata of a commit, read from its object in
+    /// `ostree/repo/objects` without libostree (None when the commit or the
+    /// key is missing).
+    pub fn commit_version(&self, csum: &str) -> Result<Option<String>> {
+        if csum.len() < 3 {
+            return Ok(None);
+        }
+        let rel = format!("ostree/repo/objects/{}/{}.commit", &csum[..2], &csum[2..]);
+        let Some(data) = self.root.read_optional(&rel)? else {
+            return Ok(None);
+        };
+        let v = crate::formats::gvariant::decode("(a{sv}aya(say)sstayay)", &data)
+            .map_err(|e| anyhow!("{}/{rel}: {e}", self.path))?;
+        let crate::formats::gvariant::Value::Tuple(kids) = v else { unreachable!() };
+        Ok(kids[0].lookup("version").and_then(|v| v.as_str()).map(String::from))
+    }
+
     /// Whether `boot` is a different filesystem from the sysroot.
     pub fn boot_is_separate(&self) -> Result<bool> {
         let a = self.root.dir_metadata()?;

@@ -25,7 +25,7 @@ impl Scratch {
             .prefix(&format!("treeboot-{tag}-"))
             .tempdir_in(base)
             .unwrap()
-            .into_path();
+            .keep();
         Scratch { path }
     }
     pub fn join(&self, p: &str) -> PathBuf {

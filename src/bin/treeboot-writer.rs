@@ -1,0 +1,17 @@
+//! `treeboot-writer`: the writing commands of `treeboot` (which execs this
+//! binary with its own arguments). Links libostree.
+
+use clap::Parser;
+
+fn main() {
+    let cli = treeboot::cli::Cli::parse();
+    let r = match treeboot::cli::run_reader(cli) {
+        Ok(None) => Ok(()),
+        Ok(Some(cli)) => treeboot::cli::write::run_writer(cli),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = r {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,219 @@
+//! Command-line definitions and output (human and JSON).
+
+use anyhow::{anyhow, Context, Result};
+use camino::Utf8PathBuf;
+use clap::{Args, Parser, Subcommand};
+
+use crate::etcmerge::{self, ChangeKind};
+use crate::fsutil::display_path;
+use crate::ops;
+use crate::sysroot::Sysroot;
+
+pub mod write;
+
+#[derive(Parser, Debug)]
+#[command(name = "treeboot", version, about = "Manage image-based, ostree-style operating systems")]
+pub struct Cli {
+    /// The sysroot to operate on.
+    #[arg(long, global = true, default_value = "/")]
+    pub sysroot: Utf8PathBuf,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DeployArgs {
+    /// Stateroot (operating system name) to deploy into.
+    #[arg(long = "os")]
+    pub os: Option<String>,
+    /// Use this file as the new deployment's origin.
+    #[arg(long)]
+    pub origin_file: Option<Utf8PathBuf>,
+    /// Set a kernel argument, replacing earlier values of the same key.
+    #[arg(long = "karg", value_name = "K=V")]
+    pub karg: Vec<String>,
+    /// Append a kernel argument.
+    #[arg(long = "karg-append", value_name = "K=V")]
+    pub karg_append: Vec<String>,
+    /// Start from the running kernel's command line.
+    #[arg(long)]
+    pub karg_proc_cmdline: bool,
+    /// Start from an empty command line.
+    #[arg(long)]
+    pub karg_none: bool,
+    /// Add the deployment after the booted (or merge) one instead of first.
+    #[arg(long)]
+    pub not_as_default: bool,
+    /// Keep all existing deployments.
+    #[arg(long)]
+    pub retain: bool,
+    /// Keep deployments newer than the booted one.
+    #[arg(long)]
+    pub retain_pending: bool,
+    /// Keep deployments older than the booted one.
+    #[arg(long)]
+    pub retain_rollback: bool,
+    /// Do not merge /etc from an existing deployment: use the new defaults.
+    #[arg(long)]
+    pub no_merge: bool,
+    /// A ref (`remote:ref` or `ref`) or a commit checksum.
+    pub refspec: String,
+}
+
+impl DeployArgs {
+    pub fn opts(&self) -> ops::deploy::DeployOpts {
+        ops::deploy::DeployOpts {
+            stateroot: self.os.clone(),
+            origin_file: self.origin_file.clone(),
+            karg: self.karg.clone(),
+            karg_append: self.karg_append.clone(),
+            karg_proc_cmdline: self.karg_proc_cmdline,
+            karg_none: self.karg_none,
+            not_as_default: self.not_as_default,
+            retain: self.retain,
+            retain_pending: self.retain_pending,
+            retain_rollback: self.retain_rollback,
+            no_merge: self.no_merge,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EtcCmd {
+    /// What differs between /usr/etc and /etc of a deployment.
+    Diff {
+        /// Deployment index (default: the booted one, else the default).
+        #[arg(long)]
+        deployment: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Create an empty sysroot at PATH.
+    InitFs { path: Utf8PathBuf },
+    /// Create an empty stateroot.
+    OsInit { stateroot: String },
+    /// List deployments in boot order.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deploy a commit as a new deployment.
+    Deploy(DeployArgs),
+    /// Make a deployment the default.
+    SetDefault { index: usize },
+    /// Make the previous deployment the default.
+    Rollback,
+    /// Remove a deployment.
+    Undeploy { index: usize },
+    /// Pin a deployment so that it is never removed automatically.
+    Pin {
+        #[arg(long)]
+        unpin: bool,
+        index: usize,
+    },
+    /// Remove what no deployment references; prune the repository.
+    Cleanup,
+    /// Show or edit kernel arguments of a deployment.
+    Kargs {
+        #[arg(long, value_name = "K=V")]
+        append: Vec<String>,
+        #[arg(long, value_name = "K[=V]")]
+        delete: Vec<String>,
+        #[arg(long, value_name = "K=V")]
+        replace: Vec<String>,
+        #[arg(long)]
+        deployment: Option<usize>,
+    },
+    /// The /etc merge: preview what differs.
+    #[command(subcommand)]
+    Etc(EtcCmd),
+}
+
+pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Commands that only read: they run in the `treeboot` binary itself, which
+/// does not link libostree (its start-up alone costs ~12 ms). Returns the
+/// command back when it is a writer, for `treeboot-writer`.
+pub fn run_reader(cli: Cli) -> Result<Option<Cli>> {
+    let sysroot = cli.sysroot.clone();
+    match cli.cmd {
+        Cmd::Status { json } => {
+            let s = Sysroot::load(&sysroot)?;
+            let st = ops::status::status(&s)?;
+            if json {
+                print_json(&st)?;
+            } else {
+                print!("{}", ops::status::render(&st));
+            }
+        }
+        Cmd::Kargs { ref append, ref delete, ref replace, deployment }
+            if append.is_empty() && delete.is_empty() && replace.is_empty() =>
+        {
+            let s = Sysroot::load(&sysroot)?;
+            let i = deployment.unwrap_or_else(|| s.booted().map(|d| d.index).unwrap_or(0));
+            let mut k = s.deployment(i)?.kargs.clone();
+            k.remove_key("ostree");
+            println!("{}", k.to_cmdline());
+        }
+        Cmd::Etc(EtcCmd::Diff { deployment, json }) => etc_diff(&sysroot, deployment, json)?,
+        _ => return Ok(Some(cli)),
+    }
+    Ok(None)
+}
+
+fn etc_diff(sysroot: &camino::Utf8Path, deployment: Option<usize>, json: bool) -> Result<()> {
+    let s = Sysroot::load(sysroot)?;
+    let i = match deployment {
+        Some(i) => i,
+        None => s
+            .booted()
+            .or(s.deployments.first())
+            .map(|d| d.index)
+            .ok_or_else(|| anyhow!("there are no deployments"))?,
+    };
+    let d = s.deployment(i)?;
+    let dir = s.root.open_dir(d.path().as_std_path())?;
+    let old = dir.open_dir("usr/etc").context("Opening usr/etc")?;
+    let cur = dir.open_dir("etc").context("Opening etc")?;
+    let diff = etcmerge::diff(&old, &cur)?;
+    if json {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            deployment: usize,
+            added: usize,
+            modified: usize,
+            removed: usize,
+            changes: &'a [etcmerge::Change],
+        }
+        print_json(&Out {
+            deployment: i,
+            added: diff.count(ChangeKind::Added),
+            modified: diff.count(ChangeKind::Modified),
+            removed: diff.count(ChangeKind::Removed),
+            changes: &diff.changes,
+        })?;
+    } else {
+        for c in &diff.changes {
+            let (m, how) = match c.kind {
+                ChangeKind::Added => ("A", String::new()),
+                ChangeKind::Removed => ("D", String::new()),
+                ChangeKind::Modified => ("M", format!(" ({})", c.how.join(", "))),
+            };
+            println!("{m}    /etc/{}{how}", display_path(&c.path));
+        }
+        println!(
+            "{} modified, {} added, {} removed (deployment {i})",
+            diff.count(ChangeKind::Modified),
+            diff.count(ChangeKind::Added),
+            diff.count(ChangeKind::Removed)
+        );
+    }
+    Ok(())
+}

@@ -1,15 +1,70 @@
-//! The staged deployment recorded in `/run/ostree/staged-deployment`.
+//! The files in `/run` that tie a running system to its sysroot:
+//! `/run/ostree-booted` and the staged deployment record.
 //!
-//! Reading it is needed by status and cleanup (a staged deployment is kept);
-//! the stage/finalize issue owns writing it.
+//! They live in `/run` (a tmpfs), so a reboot forgets a staged deployment
+//! that was not finalized; the deployment directory it names is then an
+//! orphan that the next cleanup removes.
 
-/// `stateroot/csum.serial` of the staged deployment, if one is recorded and
-/// readable.
-pub fn staged_deployment_name() -> Option<String> {
-    None
+use anyhow::{anyhow, Context, Result};
+use camino::Utf8Path;
+use cap_std_ext::cap_std::{self, fs::Dir};
+use cap_std_ext::dirext::CapStdExtDirExt;
+
+use crate::formats::runstate::{Booted, Staged};
+
+pub const BOOTED: &str = "/run/ostree-booted";
+pub const STAGED: &str = "/run/ostree/staged-deployment";
+pub const STAGED_LOCKED: &str = "/run/ostree/staged-deployment-locked";
+
+/// `/run/ostree-booted`, if the system was booted from a deployment.
+pub fn read_booted() -> Result<Option<Booted>> {
+    match std::fs::read(BOOTED) {
+        Ok(d) => Ok(Some(Booted::parse(&d).map_err(|e| anyhow!("{BOOTED}: {e}"))?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow!(e).context(format!("Reading {BOOTED}"))),
+    }
 }
 
-/// `stateroot-bootcsum` of the staged deployment's kernel directory.
-pub fn staged_kernel_dir() -> Option<String> {
-    None
+/// The staged record, if any. A malformed file is an error naming it.
+pub fn read_staged() -> Result<Option<Staged>> {
+    match std::fs::read(STAGED) {
+        Ok(d) => Ok(Some(Staged::parse(&d).map_err(|e| {
+            anyhow!("{STAGED}: {e} (remove the file to discard the staged deployment)")
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow!(e).context(format!("Reading {STAGED}"))),
+    }
 }
+
+fn run_ostree() -> Result<Dir> {
+    std::fs::create_dir_all("/run/ostree").context("Creating /run/ostree")?;
+    Ok(Dir::open_ambient_dir("/run/ostree", cap_std::ambient_authority())?)
+}
+
+/// Write the staged record atomically (0644, as ostree does).
+pub fn write_staged(s: &Staged) -> Result<()> {
+    use cap_std_ext::cap_std::fs::{Permissions, PermissionsExt};
+    run_ostree()?
+        .atomic_write_with_perms("staged-deployment", s.serialize(), Permissions::from_mode(0o644))
+        .with_context(|| format!("Writing {STAGED}"))
+}
+
+/// Forget the staged deployment (record and legacy lock file).
+pub fn remove_staged() -> Result<()> {
+    for p in [STAGED, STAGED_LOCKED] {
+        match std::fs::remove_file(p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(anyhow!(e).context(format!("Removing {p}"))),
+        }
+    }
+    Ok(())
+}
+
+/// The legacy "download now, apply later" lock file.
+pub fn legacy_locked() -> bool {
+    Utf8Path::new(STAGED_LOCKED).exists()
+}
+
+/// Where finalize reports a failure for the next boot to see.
+pub const FAILURE_STAMP: &str = "boot/ostree/finalize-failure.stamp";

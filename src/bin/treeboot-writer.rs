@@ -12,6 +12,6 @@ fn main() {
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        std::process::exit(treeboot::cli::exit_code(&e));
     }
 }

@@ -18,6 +18,8 @@ fn writer_path() -> std::path::PathBuf {
 }
 
 fn main() {
+    // Like any filter: `treeboot status | head -1` ends quietly.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = treeboot::cli::Cli::parse();
     match treeboot::cli::run_reader(cli) {
         Ok(None) => {}

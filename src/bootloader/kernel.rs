@@ -15,6 +15,16 @@ use sha2::{Digest, Sha256};
 use crate::failpoint;
 use crate::fsutil;
 
+/// `/boot` cannot hold the new kernel (for exit codes and callers).
+#[derive(Debug)]
+pub struct NoSpace(pub String);
+impl std::fmt::Display for NoSpace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for NoSpace {}
+
 /// Where a deployment keeps its kernel and what it is called in `/boot`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kernel {
@@ -157,11 +167,12 @@ pub fn install_kernel(sysroot: &Dir, deploy: &Dir, stateroot: &str, k: &Kernel) 
         let avail = vfs.f_bavail * vfs.f_frsize;
         // Leave room for the entries and some slack (1 MiB).
         if need + (1 << 20) > avail {
-            bail!(
+            return Err(NoSpace(format!(
                 "not enough space in /boot: the kernel and initramfs need {} KiB (+1 MiB margin), {} KiB are free",
                 need.div_ceil(1024),
                 avail / 1024
-            );
+            ))
+            .into());
         }
     }
     let tmpname = format!(".tmp-{dirname}");

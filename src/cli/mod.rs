@@ -56,6 +56,15 @@ pub struct DeployArgs {
     /// Do not merge /etc from an existing deployment: use the new defaults.
     #[arg(long)]
     pub no_merge: bool,
+    /// Stage the deployment instead: it is applied at shutdown (as `treeboot stage`).
+    #[arg(long)]
+    pub stage: bool,
+    /// With --stage: stage it locked (not applied until `lock-finalization --unlock`).
+    #[arg(long)]
+    pub lock_finalization: bool,
+    /// With --stage: print what was staged as one JSON document.
+    #[arg(long)]
+    pub json: bool,
     /// A ref (`remote:ref` or `ref`) or a commit checksum.
     pub refspec: String,
 }
@@ -103,6 +112,17 @@ pub enum Cmd {
     },
     /// Deploy a commit as a new deployment.
     Deploy(DeployArgs),
+    /// Prepare a deployment now and apply it at shutdown.
+    Stage(DeployArgs),
+    /// Apply the staged deployment (the ExecStop of treeboot-finalize-staged.service).
+    FinalizeStaged,
+    /// Lock (or unlock) finalization of the staged deployment.
+    LockFinalization {
+        #[arg(long)]
+        unlock: bool,
+    },
+    /// Report a finalize failure of the previous shutdown (treeboot-boot-complete.service).
+    BootComplete,
     /// Make a deployment the default.
     SetDefault { index: usize },
     /// Make the previous deployment the default.
@@ -133,8 +153,22 @@ pub enum Cmd {
     Etc(EtcCmd),
 }
 
+/// Exit codes: 1 failed, 2 usage (clap), 3 not booted from a deployment,
+/// 4 refused for an /etc merge conflict, 5 refused for lack of space in /boot.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    if e.downcast_ref::<ops::stage::NotBooted>().is_some() {
+        3
+    } else if e.downcast_ref::<ops::deploy::EtcConflict>().is_some() {
+        4
+    } else if e.downcast_ref::<crate::bootloader::kernel::NoSpace>().is_some() {
+        5
+    } else {
+        1
+    }
+}
+
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    crate::say!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
@@ -157,10 +191,18 @@ pub fn run_reader(cli: Cli) -> Result<Option<Cli>> {
             if append.is_empty() && delete.is_empty() && replace.is_empty() =>
         {
             let s = Sysroot::load(&sysroot)?;
-            let i = deployment.unwrap_or_else(|| s.booted().map(|d| d.index).unwrap_or(0));
-            let mut k = s.deployment(i)?.kargs.clone();
+            let d = match deployment {
+                Some(i) => s.by_index(i)?,
+                None => s.booted().or(s.deployments.first()).ok_or_else(|| anyhow!("there are no deployments"))?,
+            };
+            let mut k = d.kargs.clone();
             k.remove_key("ostree");
-            println!("{}", k.to_cmdline());
+            crate::say!("{}", k.to_cmdline());
+        }
+        Cmd::BootComplete => {
+            if !ops::stage::boot_complete(&sysroot)? {
+                std::process::exit(1);
+            }
         }
         Cmd::Etc(EtcCmd::Diff { deployment, json }) => etc_diff(&sysroot, deployment, json)?,
         _ => return Ok(Some(cli)),
@@ -170,15 +212,11 @@ pub fn run_reader(cli: Cli) -> Result<Option<Cli>> {
 
 fn etc_diff(sysroot: &camino::Utf8Path, deployment: Option<usize>, json: bool) -> Result<()> {
     let s = Sysroot::load(sysroot)?;
-    let i = match deployment {
-        Some(i) => i,
-        None => s
-            .booted()
-            .or(s.deployments.first())
-            .map(|d| d.index)
-            .ok_or_else(|| anyhow!("there are no deployments"))?,
+    let d = match deployment {
+        Some(i) => s.by_index(i)?,
+        None => s.booted().or(s.deployments.first()).ok_or_else(|| anyhow!("there are no deployments"))?,
     };
-    let d = s.deployment(i)?;
+    let i = d.index;
     let dir = s.root.open_dir(d.path().as_std_path())?;
     let old = dir.open_dir("usr/etc").context("Opening usr/etc")?;
     let cur = dir.open_dir("etc").context("Opening etc")?;
@@ -206,9 +244,9 @@ fn etc_diff(sysroot: &camino::Utf8Path, deployment: Option<usize>, json: bool) -
                 ChangeKind::Removed => ("D", String::new()),
                 ChangeKind::Modified => ("M", format!(" ({})", c.how.join(", "))),
             };
-            println!("{m}    /etc/{}{how}", display_path(&c.path));
+            crate::say!("{m}    /etc/{}{how}", display_path(&c.path));
         }
-        println!(
+        crate::say!(
             "{} modified, {} added, {} removed (deployment {i})",
             diff.count(ChangeKind::Modified),
             diff.count(ChangeKind::Added),

@@ -11,16 +11,16 @@ pub fn run_writer(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::InitFs { path } => {
             ops::init::init_fs(&path)?;
-            println!("Initialized sysroot {path}");
+            crate::say!("Initialized sysroot {path}");
         }
         Cmd::OsInit { stateroot } => {
             ops::init::os_init(&sysroot, &stateroot)?;
-            println!("ostree/deploy/{stateroot} initialized as a stateroot");
+            crate::say!("ostree/deploy/{stateroot} initialized as a stateroot");
         }
-        Cmd::Deploy(a) => {
+        Cmd::Deploy(a) if !a.stage => {
             let mut w = Writer::open(&sysroot)?;
             let p = ops::deploy::deploy(&mut w, &a.refspec, &a.opts())?;
-            println!(
+            crate::say!(
                 "Deployed {} {}.{}{}",
                 p.stateroot,
                 p.checksum,
@@ -28,21 +28,47 @@ pub fn run_writer(cli: Cli) -> Result<()> {
                 p.version.map(|v| format!(" (version {v})")).unwrap_or_default()
             );
         }
+        Cmd::Deploy(a) | Cmd::Stage(a) => {
+            let mut w = Writer::open(&sysroot)?;
+            let r = ops::stage::stage(&mut w, &a.refspec, &a.opts(), a.lock_finalization)?;
+            if a.json {
+                super::print_json(&r)?;
+            } else {
+                crate::say!(
+                    "Staged {} {}{}; it will be applied at shutdown{}",
+                    r.stateroot,
+                    r.deployment,
+                    r.version.as_deref().map(|v| format!(" (version {v})")).unwrap_or_default(),
+                    if r.locked { " once unlocked (treeboot lock-finalization --unlock)" } else { "" }
+                );
+                crate::say!(
+                    "/etc: {} modified, {} added, {} removed will be carried over (re-checked at shutdown)",
+                    r.etc.modified, r.etc.added, r.etc.removed
+                );
+            }
+        }
+        Cmd::FinalizeStaged => {
+            ops::stage::finalize(&sysroot)?;
+        }
+        Cmd::LockFinalization { unlock } => {
+            ops::stage::lock_finalization(unlock)?;
+        }
+        Cmd::BootComplete => unreachable!("a reader"),
         Cmd::SetDefault { index } => {
             let mut w = Writer::open(&sysroot)?;
             if ops::lifecycle::set_default(&mut w, index)? {
-                println!("Deployment {index} is now the default");
+                crate::say!("Deployment {index} is now the default");
             }
         }
         Cmd::Rollback => {
             let mut w = Writer::open(&sysroot)?;
             let t = ops::lifecycle::rollback(&mut w)?;
-            println!("Rolled back: the former deployment {t} is now the default");
+            crate::say!("Rolled back: the former deployment {t} is now the default");
         }
         Cmd::Undeploy { index } => {
             let mut w = Writer::open(&sysroot)?;
             let name = ops::lifecycle::undeploy(&mut w, index)?;
-            println!("Deleted deployment {name}");
+            crate::say!("Deleted deployment {name}");
         }
         Cmd::Pin { unpin, index } => {
             let mut w = Writer::open(&sysroot)?;
@@ -51,7 +77,7 @@ pub fn run_writer(cli: Cli) -> Result<()> {
         Cmd::Cleanup => {
             let mut w = Writer::open(&sysroot)?;
             let st = ops::cleanup::cleanup(&mut w)?;
-            println!(
+            crate::say!(
                 "Removed {} deployment(s), {} kernel dir(s), {} boot dir(s); pruned {} object(s), {} bytes",
                 st.deployments_removed.len(),
                 st.kernel_dirs_removed.len(),
@@ -64,7 +90,7 @@ pub fn run_writer(cli: Cli) -> Result<()> {
             let edit = KargsEdit { append, delete, replace };
             let mut w = Writer::open(&sysroot)?;
             let k = ops::lifecycle::kargs(&mut w, deployment, &edit)?;
-            println!("Kernel arguments: {k}");
+            crate::say!("Kernel arguments: {k}");
         }
         Cmd::Status { .. } | Cmd::Etc(_) => unreachable!("readers run in treeboot itself"),
     }

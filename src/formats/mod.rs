@@ -9,3 +9,4 @@ pub mod kargs;
 pub mod keyfile;
 pub mod names;
 pub mod osrelease;
+pub mod runstate;

@@ -29,11 +29,6 @@ pub struct CleanupStats {
     pub bytes_freed: u64,
 }
 
-/// Names of staged deployments (kept by cleanup), `stateroot/csum.serial`.
-fn staged_names() -> HashSet<String> {
-    crate::staged::staged_deployment_name().into_iter().collect()
-}
-
 #[context("Cleaning up the sysroot")]
 pub fn cleanup(w: &mut Writer) -> Result<CleanupStats> {
     let mut stats = CleanupStats::default();
@@ -80,7 +75,7 @@ pub fn cleanup(w: &mut Writer) -> Result<CleanupStats> {
         .iter()
         .map(|d| format!("{}/{}", d.stateroot, d.name()))
         .collect();
-    let staged = staged_names();
+    let staged: HashSet<String> = s.staged.iter().map(|d| format!("{}/{}", d.stateroot, d.name())).collect();
     for stateroot in s.stateroots()? {
         let rel = format!("ostree/deploy/{stateroot}/deploy");
         let Some(dd) = root.open_dir_optional(&rel)? else { continue };
@@ -111,7 +106,7 @@ pub fn cleanup(w: &mut Writer) -> Result<CleanupStats> {
         .iter()
         .map(|d| format!("{}-{}", d.stateroot, d.bootcsum))
         .collect();
-    live_kernels.extend(crate::staged::staged_kernel_dir());
+    live_kernels.extend(s.staged.iter().map(|d| format!("{}-{}", d.stateroot, d.bootcsum)));
     if let Some(bo) = root.open_dir_optional("boot/ostree")? {
         for n in fsutil::read_names(&bo)? {
             let Some(n) = n.to_str() else { continue };

@@ -134,8 +134,33 @@ pub fn compute_kargs(merge: Option<&Deployment>, opts: &DeployOpts, proc_cmdline
     Ok(k)
 }
 
+/// How `/etc` of the new deployment is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EtcMode {
+    /// deploy: copy the new defaults and apply the merge now.
+    Merge,
+    /// stage: check the merge plan (refuse on conflicts) and copy the new
+    /// defaults; the merge itself is applied at finalize, from the `/etc`
+    /// the admin has then.
+    CheckAndCopyDefaults,
+}
+
+/// A conflict in the /etc merge plan (for exit codes and callers).
+#[derive(Debug)]
+pub struct EtcConflict(pub String);
+impl std::fmt::Display for EtcConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for EtcConflict {}
+
 #[context("Preparing a deployment of {refspec}")]
 pub fn prepare(w: &Writer, refspec: &str, opts: &DeployOpts) -> Result<Prepared> {
+    prepare_with(w, refspec, opts, EtcMode::Merge)
+}
+
+pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode) -> Result<Prepared> {
     let sysroot = &w.sysroot;
     let root = &sysroot.root;
     let stateroot = match &opts.stateroot {
@@ -195,15 +220,17 @@ pub fn prepare(w: &Writer, refspec: &str, opts: &DeployOpts) -> Result<Prepared>
             let current = mdir.open_dir("etc").context("Opening etc of the merge deployment")?;
             let plan = etcmerge::plan(&old_defaults, &current, &new_defaults)?;
             if let Some(msg) = plan.conflict_message() {
-                bail!("{msg}");
+                return Err(EtcConflict(msg).into());
             }
             etcmerge::copy_tree(&new_defaults, &deploy, "etc")?;
-            let etc = deploy.open_dir("etc")?;
-            etcmerge::apply(&plan, &current, &etc)?;
-            println!(
-                "Copying /etc changes: {} modified, {} removed, {} added",
-                plan.summary.modified, plan.summary.removed, plan.summary.added
-            );
+            if mode == EtcMode::Merge {
+                let etc = deploy.open_dir("etc")?;
+                etcmerge::apply(&plan, &current, &etc)?;
+                crate::say!(
+                    "Copying /etc changes: {} modified, {} removed, {} added",
+                    plan.summary.modified, plan.summary.removed, plan.summary.added
+                );
+            }
             plan.summary
         }
         None => {
@@ -270,6 +297,7 @@ fn seed_var(root: &Dir, deploy: &Dir, stateroot: &str) -> Result<()> {
 /// Which deployments to keep and where the new one goes, as libostree's
 /// `simple_write_deployment` does. `None` in the result is the new one.
 pub fn new_order(sysroot: &Sysroot, new_stateroot: &str, merge: Option<&Deployment>, opts: &DeployOpts) -> Vec<Option<usize>> {
+    // (The staged deployment is not in `deployments`: it is never kept.)
     let booted = sysroot.booted();
     let mut out = Vec::new();
     let mut added = false;
@@ -289,7 +317,6 @@ pub fn new_order(sysroot: &Sysroot, new_stateroot: &str, merge: Option<&Deployme
             || is_booted
             || is_merge
             || d.pinned()
-            || d.staged
             || (opts.retain_pending && before_booted)
             || (opts.retain_rollback && !before_booted && !is_booted);
         if keep {
@@ -308,6 +335,13 @@ pub fn new_order(sysroot: &Sysroot, new_stateroot: &str, merge: Option<&Deployme
 
 pub fn deploy(w: &mut Writer, refspec: &str, opts: &DeployOpts) -> Result<Prepared> {
     let p = prepare(w, refspec, opts)?;
+    // A plain deploy replaces a staged deployment, as in libostree: forget
+    // the record; cleanup then removes its directory.
+    if let Some(st) = w.sysroot.staged.take() {
+        crate::staged::remove_staged()?;
+        w.sysroot.staged_record = None;
+        crate::say!("Dropped the staged deployment {}", st.name());
+    }
     let order = new_order(&w.sysroot, &p.stateroot, p.merge.as_ref(), opts);
     let mut list = Vec::new();
     for slot in order {

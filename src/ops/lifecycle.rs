@@ -9,6 +9,16 @@ use fn_error_context::context;
 use super::{boot_deployment, commit_list, Writer};
 use crate::bootloader::swap::BootDeployment;
 use crate::failpoint;
+use crate::sysroot::Target;
+
+/// The position in the bootable list of a user-facing index, refusing the
+/// staged deployment for operations that cannot apply to it.
+fn bootable_index(w: &Writer, index: usize, what: &str) -> Result<usize> {
+    match w.sysroot.resolve_index(index)? {
+        Target::Staged => bail!("deployment {index} is the staged deployment: it cannot be {what}; it is applied at shutdown (or drop it with `treeboot undeploy {index}`)"),
+        Target::Deployment(i) => Ok(i),
+    }
+}
 
 fn list_in_order(w: &Writer, order: &[usize]) -> Result<Vec<BootDeployment>> {
     order
@@ -20,9 +30,9 @@ fn list_in_order(w: &Writer, order: &[usize]) -> Result<Vec<BootDeployment>> {
 /// Make deployment `index` the default; the others keep their order.
 #[context("Setting deployment {index} as default")]
 pub fn set_default(w: &mut Writer, index: usize) -> Result<bool> {
-    w.sysroot.deployment(index)?;
+    let index = bootable_index(w, index, "set as default")?;
     if index == 0 {
-        println!("Deployment 0 is already the default");
+        crate::say!("Deployment 0 is already the default");
         return Ok(false);
     }
     let mut order = vec![index];
@@ -68,6 +78,15 @@ pub fn rollback(w: &mut Writer) -> Result<usize> {
 
 #[context("Undeploying deployment {index}")]
 pub fn undeploy(w: &mut Writer, index: usize) -> Result<String> {
+    if w.sysroot.resolve_index(index)? == Target::Staged {
+        let d = w.sysroot.staged.take().expect("resolved");
+        w.sysroot.staged_record = None;
+        failpoint::hit("undeploy::remove-record");
+        crate::staged::remove_staged()?;
+        super::cleanup::cleanup(w)?;
+        return Ok(d.name());
+    }
+    let index = bootable_index(w, index, "undeployed")?;
     let d = w.sysroot.deployment(index)?.clone();
     if d.booted {
         bail!("cannot undeploy the booted deployment {} (index {index})", d.name());
@@ -82,9 +101,11 @@ pub fn undeploy(w: &mut Writer, index: usize) -> Result<String> {
 /// atomically. Other groups and keys are kept as they are.
 #[context("Changing the pin of deployment {index}")]
 pub fn pin(w: &mut Writer, index: usize, unpin: bool) -> Result<bool> {
+    let shown = index;
+    let index = bootable_index(w, index, "pinned")?;
     let d = w.sysroot.deployment(index)?.clone();
     if d.pinned() != unpin {
-        println!("Deployment {index} is already {}", if unpin { "unpinned" } else { "pinned" });
+        crate::say!("Deployment {shown} is already {}", if unpin { "unpinned" } else { "pinned" });
         return Ok(false);
     }
     let mut origin = d
@@ -101,7 +122,7 @@ pub fn pin(w: &mut Writer, index: usize, unpin: bool) -> Result<bool> {
         .root
         .atomic_write_with_perms(d.origin_path(), origin.serialize(), Permissions::from_mode(0o644))
         .map_err(|e| anyhow!("Writing {}: {e}", d.origin_path()))?;
-    println!("Deployment {index} is now {}", if unpin { "unpinned" } else { "pinned" });
+    crate::say!("Deployment {shown} is now {}", if unpin { "unpinned" } else { "pinned" });
     Ok(true)
 }
 
@@ -123,7 +144,7 @@ impl KargsEdit {
 #[context("Editing kernel arguments")]
 pub fn kargs(w: &mut Writer, index: Option<usize>, edit: &KargsEdit) -> Result<String> {
     let index = match index {
-        Some(i) => i,
+        Some(i) => bootable_index(w, i, "given new kernel arguments")?,
         None => w.sysroot.booted().map(|d| d.index).unwrap_or(0),
     };
     let d = w.sysroot.deployment(index)?.clone();

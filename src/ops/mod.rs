@@ -5,6 +5,7 @@ pub mod cleanup;
 pub mod deploy;
 pub mod init;
 pub mod lifecycle;
+pub mod stage;
 pub mod status;
 
 use anyhow::{anyhow, Context, Result};
@@ -58,7 +59,7 @@ pub fn deployment_os_name(deploy: &Dir) -> Result<String> {
 /// The kernel version installed for an existing deployment, from the names
 /// in its `/boot/ostree/$stateroot-$bootcsum/` directory.
 #[context("Reading /boot/ostree/{}-{}", d.stateroot, d.bootcsum)]
-fn installed_kernel(root: &Dir, d: &Deployment) -> Result<(String, bool, bool)> {
+pub(crate) fn installed_kernel(root: &Dir, d: &Deployment) -> Result<(String, bool, bool)> {
     let dir = root
         .open_dir(format!("boot/ostree/{}-{}", d.stateroot, d.bootcsum))
         .map_err(|e| anyhow!("kernel directory of deployment {} is missing: {e}", d.name()))?;
@@ -124,7 +125,7 @@ pub fn commit_list(w: &mut Writer, list: &[BootDeployment]) -> Result<SwapResult
         list,
         grub.as_ref().map(|g| g as &dyn Fn(&[(String, crate::formats::bls::BlsEntry)]) -> String),
     )?;
-    println!(
+    crate::say!(
         "Bootloader updated; bootconfig swap: {}; bootversion: boot.{}.{}, deployment count change: {}",
         if r.full { "yes" } else { "no" },
         r.bootversion,

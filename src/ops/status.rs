@@ -33,6 +33,12 @@ pub struct Status {
     pub bootversion: u32,
     pub subbootversion: u32,
     pub deployments: Vec<DeploymentStatus>,
+    /// Whether finalization of the staged deployment is locked (null when
+    /// nothing is staged).
+    pub staged_locked: Option<bool>,
+    /// The message of the last failed finalization, until boot-complete
+    /// reports it.
+    pub finalize_failure: Option<String>,
 }
 
 pub fn status(sysroot: &Sysroot) -> Result<Status> {
@@ -50,19 +56,21 @@ pub fn status(sysroot: &Sysroot) -> Result<Status> {
         }
     }
     let mut out = Vec::new();
-    for d in &sysroot.deployments {
+    let off = sysroot.staged.is_some() as usize;
+    for d in sysroot.staged.iter().chain(sysroot.deployments.iter()) {
         let mut k = d.kargs.clone();
         k.remove_key("ostree");
+        let index = if d.staged { 0 } else { d.index + off };
         out.push(DeploymentStatus {
-            index: d.index,
+            index,
             stateroot: d.stateroot.clone(),
             checksum: d.csum.clone(),
             serial: d.serial,
             refspec: d.refspec().map(String::from),
             version: sysroot.commit_version(&d.csum)?,
             booted: d.booted,
-            pending: pending == Some(d.index),
-            rollback: rollback == Some(d.index),
+            pending: !d.staged && pending == Some(d.index),
+            rollback: !d.staged && rollback == Some(d.index),
             staged: d.staged,
             pinned: d.pinned(),
             bootcsum: d.bootcsum.clone(),
@@ -72,21 +80,35 @@ pub fn status(sysroot: &Sysroot) -> Result<Status> {
             origin_path: d.origin_path().to_string(),
         });
     }
+    let staged_locked = sysroot
+        .staged_record
+        .as_ref()
+        .map(|r| r.locked || crate::staged::legacy_locked());
+    let finalize_failure = match sysroot.root.read_to_string(crate::staged::FAILURE_STAMP) {
+        Ok(m) => Some(m.trim_end().to_string()),
+        Err(_) => None,
+    };
     Ok(Status {
         sysroot: sysroot.path.to_string(),
         bootversion: sysroot.bootversion,
         subbootversion: sysroot.subbootversion,
         deployments: out,
+        staged_locked,
+        finalize_failure,
     })
 }
 
 /// The human form, close to `ostree admin status`.
 pub fn render(s: &Status) -> String {
     let mut out = String::new();
+    if let Some(f) = &s.finalize_failure {
+        out.push_str(&format!("warning: the last shutdown did not apply the staged deployment:\n  {f}\n"));
+    }
     if s.deployments.is_empty() {
         out.push_str("No deployments.\n");
         return out;
     }
+    let default_index = s.deployments.iter().find(|d| !d.staged).map(|d| d.index);
     for d in &s.deployments {
         let mark = if d.booted { "*" } else { " " };
         let mut flags = Vec::new();
@@ -99,8 +121,11 @@ pub fn render(s: &Status) -> String {
         if d.rollback {
             flags.push("rollback");
         }
-        if d.index == 0 {
+        if Some(d.index) == default_index {
             flags.push("default");
+        }
+        if d.staged && s.staged_locked == Some(true) {
+            flags.push("finalization locked");
         }
         let flags = if flags.is_empty() { String::new() } else { format!(" ({})", flags.join(", ")) };
         out.push_str(&format!("{mark} {} {} {}.{}{flags}\n", d.index, d.stateroot, d.checksum, d.serial));

@@ -80,7 +80,21 @@ pub struct Sysroot {
     pub path: Utf8PathBuf,
     pub bootversion: u32,
     pub subbootversion: u32,
+    /// The bootable deployments (those with an entry), default first.
     pub deployments: Vec<Deployment>,
+    /// The staged deployment, when this sysroot is the booted one and
+    /// `/run/ostree/staged-deployment` names one. In user-facing indices it
+    /// comes first (index 0), as in libostree.
+    pub staged: Option<Deployment>,
+    pub staged_record: Option<crate::formats::runstate::Staged>,
+}
+
+/// What a user-facing index designates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Staged,
+    /// Position in `Sysroot::deployments`.
+    Deployment(usize),
 }
 
 /// Read a symlink named `name` in `dir` whose target must be `prefix0` or
@@ -139,9 +153,14 @@ impl Sysroot {
             bootversion,
             subbootversion,
             deployments: Vec::new(),
+            staged: None,
+            staged_record: None,
         };
         sysroot.deployments = sysroot.read_deployments()?;
         sysroot.mark_booted()?;
+        if sysroot.booted().is_some() {
+            sysroot.load_staged()?;
+        }
         Ok(sysroot)
     }
 
@@ -236,9 +255,69 @@ impl Sysroot {
             .collect())
     }
 
-    /// A deployment is booted when the running root (`/`) is its directory;
-    /// this only applies to the sysroot mounted at `/sysroot` of a system
-    /// booted with `/run/ostree-booted`.
+    /// Read the staged record and the deployment it names.
+    fn load_staged(&mut self) -> Result<()> {
+        let Some(rec) = crate::staged::read_staged()? else {
+            return Ok(());
+        };
+        let t = rec.target.clone().expect("parse requires a target");
+        let (csum, serial) = parse_deploy_name(&t.name).expect("parse checks the name");
+        let mut d = Deployment {
+            index: 0,
+            stateroot: t.osname.clone(),
+            csum: csum.to_string(),
+            serial,
+            bootcsum: t.bootcsum.clone(),
+            bootserial: 0,
+            kargs: Kargs::default(),
+            entry: None,
+            origin: None,
+            booted: false,
+            staged: true,
+        };
+        if self.root.symlink_metadata_optional(d.path())?.is_none() {
+            bail!(
+                "{}: the staged deployment {} does not exist in {}/ostree/deploy/{} (remove the file to discard it)",
+                crate::staged::STAGED,
+                t.name,
+                self.path,
+                t.osname
+            );
+        }
+        d.kargs = match &rec.kargs {
+            Some(k) => Kargs::parse(&k.join(" ")).map_err(|e| anyhow!("{}: kargs: {e}", crate::staged::STAGED))?,
+            None => self.merge_deployment(&t.osname).map(|m| m.kargs.clone()).unwrap_or_default(),
+        };
+        d.origin = read_origin(&self.root, &d.origin_path())?;
+        self.staged = Some(d);
+        self.staged_record = Some(rec);
+        Ok(())
+    }
+
+    /// The deployment at a user-facing index (the staged one is 0 when present).
+    pub fn by_index(&self, index: usize) -> Result<&Deployment> {
+        Ok(match self.resolve_index(index)? {
+            Target::Staged => self.staged.as_ref().expect("resolved"),
+            Target::Deployment(i) => &self.deployments[i],
+        })
+    }
+
+    /// Map a user-facing index (the staged deployment, if any, is 0).
+    pub fn resolve_index(&self, index: usize) -> Result<Target> {
+        let off = self.staged.is_some() as usize;
+        if self.staged.is_some() && index == 0 {
+            return Ok(Target::Staged);
+        }
+        let i = index - off;
+        if i >= self.deployments.len() {
+            bail!("no deployment with index {index} (there are {})", self.deployments.len() + off);
+        }
+        Ok(Target::Deployment(i))
+    }
+
+    /// A deployment is booted when the running root (`/`) is its directory,
+    /// as named by `backing-root-device-inode` in `/run/ostree-booted`, or,
+    /// for the sysroot at `/` or `/sysroot`, by the inode of `/` itself.
     fn mark_booted(&mut self) -> Result<()> {
         let Some(rootdevino) = booted_root_devino(&self.path)? else {
             return Ok(());
@@ -332,14 +411,17 @@ impl Sysroot {
     }
 }
 
-/// (dev, ino) of `/` when the system is booted from a deployment of the
-/// sysroot at `sysroot_path` (that is: `/run/ostree-booted` exists and the
-/// sysroot is `/` or `/sysroot`).
+/// (dev, ino) of the booted deployment's directory: from
+/// `/run/ostree-booted`'s `backing-root-device-inode`, else (an empty file,
+/// older prepare-roots) the inode of `/` when the sysroot is `/` or `/sysroot`.
 pub fn booted_root_devino(sysroot_path: &Utf8Path) -> Result<Option<(u64, u64)>> {
-    if sysroot_path != "/" && sysroot_path != "/sysroot" {
+    let Some(b) = crate::staged::read_booted()? else {
         return Ok(None);
+    };
+    if let Some(di) = b.backing_root_device_inode {
+        return Ok(Some(di));
     }
-    if !Utf8Path::new("/run/ostree-booted").exists() {
+    if sysroot_path != "/" && sysroot_path != "/sysroot" {
         return Ok(None);
     }
     let m = std::os::unix::fs::MetadataExt::dev(&std::fs::metadata("/")?);

@@ -223,3 +223,36 @@ pub fn deployment_dir(sysroot: &Path, index: usize) -> PathBuf {
     let st = status_json(sysroot);
     sysroot.join(st["deployments"][index]["deploy_path"].as_str().unwrap())
 }
+
+/// Run a bash script in a private mount namespace with a fresh tmpfs on
+/// /run, and `/run/ostree-booted` naming deployment `booted_index` of
+/// `sysroot` (as prepare-root writes it). `$TB` is treeboot, `$S` the
+/// sysroot. Returns (success, stdout, stderr).
+pub fn in_booted_namespace(sysroot: &Path, booted_index: usize, script: &str) -> (bool, String, String) {
+    use std::os::unix::fs::MetadataExt;
+    let dep = deployment_dir(sysroot, booted_index);
+    let m = std::fs::metadata(&dep).unwrap();
+    let rec = treeboot::formats::runstate::Booted {
+        backing_root_device_inode: Some((m.dev(), m.ino())),
+        ..Default::default()
+    };
+    let bfile = sysroot.parent().unwrap().join(format!("ostree-booted-{}", std::process::id()));
+    std::fs::write(&bfile, rec.serialize()).unwrap();
+    let full = format!(
+        "set -euo pipefail\nmount -t tmpfs tmpfs /run\ncp {} /run/ostree-booted\n{}",
+        bfile.display(),
+        script
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "bash", "-c", &full])
+        .env("TB", treeboot_bin())
+        .env("S", sysroot)
+        .env("TREEBOOT_NO_SYSTEMCTL", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,25 @@
+//! Structured journal messages with fixed MESSAGE_IDs, so that admins and
+//! monitoring can find them: `journalctl MESSAGE_ID=...`.
+//! Outside systemd (no journal socket) the messages go to stderr only.
+
+use libsystemd::logging::{journal_send, Priority};
+
+pub const STAGED: &str = "c3b7e1f5a1d84c4f9c2f0d1e6a7b8c01";
+pub const FINALIZED: &str = "c3b7e1f5a1d84c4f9c2f0d1e6a7b8c02";
+pub const FINALIZE_FAILED: &str = "c3b7e1f5a1d84c4f9c2f0d1e6a7b8c03";
+pub const FINALIZE_LOCKED: &str = "c3b7e1f5a1d84c4f9c2f0d1e6a7b8c04";
+
+/// Send `msg` with `MESSAGE_ID=id` and extra fields; also print it.
+pub fn send(id: &str, error: bool, msg: &str, fields: &[(&str, String)]) {
+    eprintln!("{msg}");
+    if !libsystemd::logging::connected_to_journal() && !std::path::Path::new("/run/systemd/journal/socket").exists() {
+        return;
+    }
+    let mut vars: Vec<(String, String)> = vec![
+        ("MESSAGE_ID".into(), id.into()),
+        ("SYSLOG_IDENTIFIER".into(), "treeboot".into()),
+    ];
+    vars.extend(fields.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    let prio = if error { Priority::Error } else { Priority::Notice };
+    let _ = journal_send(prio, msg, vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+}

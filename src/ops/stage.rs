@@ -1,0 +1,315 @@
+//! Stage now, finalize at shutdown.
+//!
+//! `stage` does everything heavy or fallible while the system runs: checkout,
+//! origin, the /etc merge *plan* (conflicts refuse), the free-space check,
+//! the copy of the kernel and initramfs into /boot, and a copy of the new
+//! /etc defaults. It records the deployment in `/run/ostree/staged-deployment`
+//! and starts `treeboot-finalize-staged.service`, whose ExecStop runs
+//! `finalize-staged` at shutdown.
+//!
+//! `finalize-staged` is thin: it forgets the record first (a crash cannot
+//! loop), re-plans and applies the /etc merge from the /etc the admin has
+//! *now*, marks the deployment immutable and writes the deployment list (the
+//! swap). On failure it leaves the old default, writes
+//! `/boot/ostree/finalize-failure.stamp` for the next boot, and logs.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use camino::Utf8Path;
+use cap_std_ext::cap_std::fs::{Permissions, PermissionsExt};
+use cap_std_ext::dirext::CapStdExtDirExt;
+use serde::Serialize;
+
+use super::deploy::{self, set_immutable, DeployOpts, EtcMode};
+use super::{boot_deployment, commit_list, Writer};
+use crate::bootloader::swap::BootDeployment;
+use crate::etcmerge;
+use crate::failpoint;
+use crate::formats::runstate::{Staged, StagedTarget};
+use crate::journal;
+use crate::staged;
+
+/// Why staging refused (each has its own exit code, see docs).
+#[derive(Debug)]
+pub struct NotBooted(pub String);
+impl std::fmt::Display for NotBooted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for NotBooted {}
+
+#[derive(Debug, Serialize)]
+pub struct StageResult {
+    pub stateroot: String,
+    pub deployment: String,
+    pub checksum: String,
+    pub serial: u32,
+    pub version: Option<String>,
+    pub kernel: String,
+    pub bootcsum: String,
+    pub locked: bool,
+    pub etc: etcmerge::PlanSummary,
+    pub finalize_unit_started: bool,
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn target_of(stateroot: &str, name: String, bootcsum: &str) -> StagedTarget {
+    StagedTarget { name, osname: stateroot.to_string(), bootcsum: bootcsum.to_string() }
+}
+
+pub fn stage(w: &mut Writer, refspec: &str, opts: &DeployOpts, lock: bool) -> Result<StageResult> {
+    let Some(booted) = w.sysroot.booted().cloned() else {
+        return Err(NotBooted(format!(
+            "not booted from a deployment of {}: {} is missing or names no deployment here; use `treeboot deploy` instead",
+            w.sysroot.path,
+            staged::BOOTED
+        ))
+        .into());
+    };
+    // Staging again replaces the previous staged deployment.
+    if let Some(prev) = w.sysroot.staged.take() {
+        staged::remove_staged()?;
+        w.sysroot.staged_record = None;
+        eprintln!("Replacing the staged deployment {}", prev.name());
+    }
+    failpoint::hit("stage::prepare");
+    let p = deploy::prepare_with(w, refspec, opts, EtcMode::CheckAndCopyDefaults)?;
+    let merge = p.merge.clone().unwrap_or(booted);
+    let overridden = !opts.karg.is_empty() || !opts.karg_append.is_empty() || opts.karg_proc_cmdline || opts.karg_none;
+    let rec = Staged {
+        target: Some(target_of(&p.stateroot, format!("{}.{}", p.checksum, p.serial), &p.bootcsum)),
+        merge: Some(target_of(&merge.stateroot, merge.name(), &merge.bootcsum)),
+        kargs: overridden.then(|| p.boot.kargs.args().to_vec()),
+        locked: lock,
+        retain: (opts.retain, opts.retain_pending, opts.retain_rollback),
+        staged_at: Some(now()),
+        ..Default::default()
+    };
+    // Kernel files were fdatasync'ed by install_kernel; make the deployment
+    // durable too before we promise anything.
+    let fd = rustix::fs::openat(&w.sysroot.root, ".", rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())?;
+    rustix::fs::syncfs(&fd).context("syncfs of the sysroot")?;
+    failpoint::hit("stage::write-record");
+    staged::write_staged(&rec)?;
+    if let Err(e) = std::fs::write("/run/reboot-required", "*** System restart required ***\n") {
+        eprintln!("warning: writing /run/reboot-required: {e}");
+    }
+    let started = start_finalize_unit();
+    let name = format!("{}.{}", p.checksum, p.serial);
+    journal::send(
+        journal::STAGED,
+        false,
+        &format!("Staged deployment {}/{name}{}{}", p.stateroot, p.version.as_deref().map(|v| format!(" (version {v})")).unwrap_or_default(), if lock { ", finalization locked" } else { "" }),
+        &[("DEPLOYMENT", name.clone()), ("STATEROOT", p.stateroot.clone())],
+    );
+    Ok(StageResult {
+        stateroot: p.stateroot,
+        deployment: name,
+        checksum: p.checksum,
+        serial: p.serial,
+        version: p.version,
+        kernel: p.kernel,
+        bootcsum: p.bootcsum,
+        locked: lock,
+        etc: p.etc,
+        finalize_unit_started: started,
+    })
+}
+
+/// Start the finalize unit so that stopping it at shutdown finalizes.
+fn start_finalize_unit() -> bool {
+    if std::env::var_os("TREEBOOT_NO_SYSTEMCTL").is_some() || !Utf8Path::new("/run/systemd/system").exists() {
+        return false;
+    }
+    match std::process::Command::new("systemctl").args(["start", "treeboot-finalize-staged.service"]).status() {
+        Ok(s) if s.success() => true,
+        Ok(s) => {
+            eprintln!("warning: systemctl start treeboot-finalize-staged.service: {s}");
+            false
+        }
+        Err(e) => {
+            eprintln!("warning: running systemctl: {e}");
+            false
+        }
+    }
+}
+
+/// Lock or unlock finalization of the staged deployment.
+pub fn lock_finalization(unlock: bool) -> Result<()> {
+    let mut rec = staged::read_staged()?.ok_or_else(|| anyhow!("there is no staged deployment"))?;
+    rec.locked = !unlock;
+    staged::write_staged(&rec)?;
+    if unlock {
+        match std::fs::remove_file(staged::STAGED_LOCKED) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).context(format!("Removing {}", staged::STAGED_LOCKED)),
+        }
+    }
+    crate::say!("Finalization is {}", if unlock { "unlocked: the staged deployment will be applied at shutdown" } else { "locked: the staged deployment will not be applied" });
+    Ok(())
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub enum FinalizeOutcome {
+    NothingStaged,
+    Locked,
+    Finalized,
+}
+
+fn write_stamp(sysroot: &Utf8Path, msg: &str) {
+    let p = sysroot.join(staged::FAILURE_STAMP);
+    let r = (|| -> Result<()> {
+        let d = cap_std_ext::cap_std::fs::Dir::open_ambient_dir(sysroot, cap_std_ext::cap_std::ambient_authority())?;
+        d.create_dir_all("boot/ostree")?;
+        d.atomic_write_with_perms(staged::FAILURE_STAMP, format!("{msg}\n"), Permissions::from_mode(0o644))?;
+        Ok(())
+    })();
+    if let Err(e) = r {
+        eprintln!("error: could not write {p}: {e:#}");
+    }
+}
+
+/// `finalize-staged`: the ExecStop of the finalize unit.
+pub fn finalize(sysroot: &Utf8Path) -> Result<FinalizeOutcome> {
+    let start = Instant::now();
+    let rec = match staged::read_staged() {
+        Ok(None) => {
+            crate::say!("No staged deployment.");
+            return Ok(FinalizeOutcome::NothingStaged);
+        }
+        Ok(Some(r)) => r,
+        Err(e) => {
+            // Forget it, so that a broken record is reported once, not looped on.
+            let _ = staged::remove_staged();
+            return Err(fail(sysroot, e));
+        }
+    };
+    if rec.locked || staged::legacy_locked() {
+        journal::send(journal::FINALIZE_LOCKED, false, "Not finalizing, deployment is locked", &[]);
+        return Ok(FinalizeOutcome::Locked);
+    }
+    finalize_inner(sysroot, start).map_err(|e| {
+        // Whatever failed, the record is gone: the next boot boots the old
+        // default and says why, instead of retrying at every shutdown.
+        let _ = staged::remove_staged();
+        fail(sysroot, e)
+    })
+}
+
+fn fail(sysroot: &Utf8Path, e: anyhow::Error) -> anyhow::Error {
+    let msg = format!("finalizing the staged deployment failed: {e:#}");
+    write_stamp(sysroot, &msg);
+    journal::send(journal::FINALIZE_FAILED, true, &msg, &[]);
+    e
+}
+
+fn finalize_inner(sysroot: &Utf8Path, start: Instant) -> Result<FinalizeOutcome> {
+    let mut w = Writer::open(sysroot)?;
+    let Some(d) = w.sysroot.staged.clone() else {
+        staged::remove_staged()?;
+        bail!("{} names a deployment, but {} is not booted from this sysroot", staged::STAGED, sysroot);
+    };
+    let rec = w.sysroot.staged_record.clone().expect("loaded with the staged deployment");
+    // First: forget the record, so that a crash from here on boots the old
+    // default and the next cleanup removes the orphan, instead of looping.
+    failpoint::hit("finalize::remove-record");
+    staged::remove_staged()?;
+    let merge = w
+        .sysroot
+        .merge_deployment(&d.stateroot)
+        .cloned()
+        .ok_or_else(|| anyhow!("no deployment of {} to merge /etc from", d.stateroot))?;
+
+    // Re-merge /etc from what the admin has now.
+    failpoint::hit("finalize::etc");
+    let t_etc = Instant::now();
+    let root = &w.sysroot.root;
+    let ddir = root.open_dir(d.path().as_std_path())?;
+    let mdir = root.open_dir(merge.path().as_std_path())?;
+    let plan = etcmerge::plan(&mdir.open_dir("usr/etc")?, &mdir.open_dir("etc")?, &ddir.open_dir("usr/etc")?)?;
+    if ddir.symlink_metadata_optional("etc")?.is_none() {
+        set_immutable(root, d.path().as_str(), false)?;
+        etcmerge::copy_tree(&ddir.open_dir("usr/etc")?, &ddir, "etc")?;
+    }
+    let stats = etcmerge::apply(&plan, &mdir.open_dir("etc")?, &ddir.open_dir("etc")?)?;
+    let etc_ms = t_etc.elapsed().as_millis();
+    set_immutable(root, d.path().as_str(), true)?;
+
+    // The new list: the staged deployment first, the rest by deploy's rules.
+    let opts = DeployOpts {
+        retain: rec.retain.0,
+        retain_pending: rec.retain.1,
+        retain_rollback: rec.retain.2,
+        ..Default::default()
+    };
+    let order = deploy::new_order(&w.sysroot, &d.stateroot, Some(&merge), &opts);
+    let (kver, has_initramfs, has_devicetree) = super::installed_kernel(root, &d)?;
+    let new = BootDeployment {
+        stateroot: d.stateroot.clone(),
+        csum: d.csum.clone(),
+        serial: d.serial,
+        bootcsum: d.bootcsum.clone(),
+        kargs: d.kargs.clone(),
+        kver,
+        has_initramfs,
+        has_devicetree,
+        os_name: super::deployment_os_name(&ddir)?,
+        version: w.sysroot.commit_version(&d.csum)?,
+    };
+    let mut list = Vec::new();
+    for slot in order {
+        match slot {
+            None => list.push(new.clone()),
+            Some(i) => {
+                let e = w.sysroot.deployments[i].clone();
+                list.push(boot_deployment(&w.sysroot, &w.repo, &e)?);
+            }
+        }
+    }
+    failpoint::hit("finalize::swap");
+    let t_swap = Instant::now();
+    commit_list(&mut w, &list)?;
+    let swap_ms = t_swap.elapsed().as_millis();
+    let total_ms = start.elapsed().as_millis();
+    journal::send(
+        journal::FINALIZED,
+        false,
+        &format!(
+            "Finalized staged deployment {}/{} in {total_ms} ms (/etc: {} copied, {} removed in {etc_ms} ms; swap {swap_ms} ms)",
+            d.stateroot,
+            d.name(),
+            stats.copied,
+            stats.removed
+        ),
+        &[
+            ("DEPLOYMENT", d.name()),
+            ("FINALIZE_MS", total_ms.to_string()),
+            ("ETC_MS", etc_ms.to_string()),
+            ("SWAP_MS", swap_ms.to_string()),
+            ("ETC_COPIED", stats.copied.to_string()),
+            ("ETC_REMOVED", stats.removed.to_string()),
+        ],
+    );
+    Ok(FinalizeOutcome::Finalized)
+}
+
+/// `boot-complete`: report (once) a finalize failure of the previous shutdown.
+pub fn boot_complete(sysroot: &Utf8Path) -> Result<bool> {
+    let p = sysroot.join(staged::FAILURE_STAMP);
+    match std::fs::read_to_string(&p) {
+        Ok(msg) => {
+            eprintln!("error: the previous shutdown did not apply the staged update; the old deployment was booted.");
+            eprintln!("error: {}", msg.trim_end());
+            std::fs::remove_file(&p).with_context(|| format!("Removing {p}"))?;
+            Ok(false)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(anyhow!(e).context(format!("Reading {p}"))),
+    }
+}

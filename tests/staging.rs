@@ -1,0 +1,250 @@
+//! Stage now, finalize at shutdown: run for real in a private mount
+//! namespace with a private /run where /run/ostree-booted names a deployment
+//! of a directory sysroot.
+
+mod common;
+use common::*;
+use std::path::Path;
+
+fn booted_on_v1(s: &Scratch) -> std::path::PathBuf {
+    let root = sysroot_with_commits(s);
+    run(tb(&root).args(["deploy", "--karg", "root=LABEL=root", "testos/v1"]));
+    root
+}
+
+fn versions(root: &Path) -> Vec<String> {
+    status_json(root)["deployments"].as_array().unwrap().iter().map(|d| d["version"].as_str().unwrap().to_string()).collect()
+}
+
+fn assert_ok(r: (bool, String, String)) -> (String, String) {
+    assert!(r.0, "script failed:\nstdout:\n{}\nstderr:\n{}", r.1, r.2);
+    (r.1, r.2)
+}
+
+#[test]
+fn stage_then_finalize_keeps_edits_made_in_between() {
+    let s = Scratch::new("stage");
+    let root = booted_on_v1(&s);
+    let etc = deployment_dir(&root, 0).join("etc");
+    let (out, _) = assert_ok(in_booted_namespace(&root, 0, &format!(r#"
+$TB --sysroot $S stage --json testos/v3 > /tmp/stage.json.$$
+cat /tmp/stage.json.$$; rm /tmp/stage.json.$$
+echo "--- status"
+$TB --sysroot $S status --json
+echo "--- kernel"
+ls $S/boot/ostree
+test -e /run/ostree/staged-deployment
+test -e /run/reboot-required
+echo "edited after staging" > {etc}/motd
+echo "new after staging" > {etc}/late.conf
+echo "--- finalize"
+$TB --sysroot $S finalize-staged
+test ! -e /run/ostree/staged-deployment
+"#, etc = etc.display())));
+    // What stage printed: one JSON document, then status with the staged one first.
+    let staged: serde_json::Value = serde_json::from_str(out.split("--- status").next().unwrap()).unwrap();
+    assert_eq!(staged["version"], "3.0");
+    assert_eq!(staged["locked"], false);
+    let st: serde_json::Value = serde_json::from_str(out.split("--- status").nth(1).unwrap().split("--- kernel").next().unwrap()).unwrap();
+    assert_eq!(st["deployments"][0]["staged"], true);
+    assert_eq!(st["deployments"][0]["index"], 0);
+    assert_eq!(st["deployments"][1]["booted"], true);
+    assert_eq!(st["deployments"][1]["index"], 1);
+    // The new kernel was in /boot before finalize ran.
+    let kernels = out.split("--- kernel").nth(1).unwrap().split("--- finalize").next().unwrap();
+    assert_eq!(kernels.lines().filter(|l| l.starts_with("testos-")).count(), 2, "{kernels}");
+    // After finalize: v3 is the default, v1 kept as rollback, edits carried over.
+    assert_eq!(versions(&root), vec!["3.0", "1.0"]);
+    let new_etc = deployment_dir(&root, 0).join("etc");
+    assert_eq!(std::fs::read_to_string(new_etc.join("motd")).unwrap(), "edited after staging\n");
+    assert_eq!(std::fs::read_to_string(new_etc.join("late.conf")).unwrap(), "new after staging\n");
+    assert_eq!(run(tb(&root).arg("kargs")).trim(), "root=LABEL=root");
+    assert!(!root.join("boot/ostree/finalize-failure.stamp").exists());
+    assert_eq!(ostree_status_names(&root), treeboot_status_names(&root));
+}
+
+#[test]
+fn locked_finalization_changes_nothing_until_unlocked() {
+    let s = Scratch::new("locked");
+    let root = booted_on_v1(&s);
+    assert_ok(in_booted_namespace(&root, 0, r#"
+$TB --sysroot $S stage --lock-finalization testos/v2
+$TB --sysroot $S status | grep -q "finalization locked"
+before=$(cd $S && find boot ostree/boot.* -printf '%p %l\n' | sort | md5sum)
+$TB --sysroot $S finalize-staged 2>&1 | grep -qi "not finalizing, deployment is locked" || { echo "no locked message"; exit 1; }
+after=$(cd $S && find boot ostree/boot.* -printf '%p %l\n' | sort | md5sum)
+[ "$before" = "$after" ]
+test -e /run/ostree/staged-deployment
+# The legacy lock file is honoured too.
+$TB --sysroot $S lock-finalization --unlock
+touch /run/ostree/staged-deployment-locked
+$TB --sysroot $S finalize-staged
+test -e /run/ostree/staged-deployment
+rm /run/ostree/staged-deployment-locked
+$TB --sysroot $S finalize-staged
+"#));
+    assert_eq!(versions(&root), vec!["2.0", "1.0"]);
+}
+
+#[test]
+fn conflict_refuses_staging_and_leaves_nothing() {
+    let s = Scratch::new("conflict");
+    let root = booted_on_v1(&s);
+    // v-conflict ships /etc/ssh as a file... no: the admin has a file where
+    // the new defaults have a directory.
+    let t = s.join("tree-conflict");
+    make_tree(&t, "A", "conflict");
+    write(&t.join("usr/etc/sudoers.d/README"), "now a directory\n");
+    commit(&root.join("ostree/repo"), "testos/conflict", &t, "4.0");
+    write(&deployment_dir(&root, 0).join("etc/sudoers.d"), "local file\n");
+    let before = snapshot(&root);
+    let r = in_booted_namespace(&root, 0, r#"
+set +e
+$TB --sysroot $S stage testos/conflict
+echo "exit=$?"
+test ! -e /run/ostree/staged-deployment && echo "nothing staged"
+"#);
+    assert!(r.1.contains("exit=4"), "exit code 4 for a conflict: {} {}", r.1, r.2);
+    assert!(r.1.contains("nothing staged"));
+    assert!(r.2.contains("/etc/sudoers.d") && r.2.contains("where the new defaults have a directory"), "{}", r.2);
+    let d = snapshot_diff(&before, &snapshot(&root));
+    assert!(d.is_empty(), "{}", d.join("\n"));
+}
+
+#[test]
+fn not_booted_refuses_with_exit_3() {
+    let s = Scratch::new("notbooted");
+    let root = booted_on_v1(&s);
+    let out = tb(&root).args(["stage", "testos/v2"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not booted from a deployment"));
+}
+
+#[test]
+fn finalize_failure_keeps_old_default_and_is_reported() {
+    let s = Scratch::new("ffail");
+    let root = booted_on_v1(&s);
+    let before_loader = std::fs::read_link(root.join("boot/loader")).unwrap();
+    let etc = deployment_dir(&root, 0).join("etc");
+    // The admin creates, after staging, a file where v4 has a directory:
+    // the re-merge at shutdown must fail.
+    let t = s.join("tree-late");
+    make_tree(&t, "A", "late");
+    write(&t.join("usr/etc/late.d/README"), "a directory\n");
+    commit(&root.join("ostree/repo"), "testos/late", &t, "4.0");
+    let r = in_booted_namespace(&root, 0, &format!(r#"
+$TB --sysroot $S stage testos/late
+echo "local" > {etc}/late.d
+set +e
+$TB --sysroot $S finalize-staged
+echo "exit=$?"
+test ! -e /run/ostree/staged-deployment && echo "record removed"
+"#, etc = etc.display()));
+    assert!(r.1.contains("exit=1") && r.1.contains("record removed"), "{} {}", r.1, r.2);
+    assert_eq!(std::fs::read_link(root.join("boot/loader")).unwrap(), before_loader, "the old default stays");
+    assert_eq!(versions(&root), vec!["1.0"]);
+    let stamp = std::fs::read_to_string(root.join("boot/ostree/finalize-failure.stamp")).unwrap();
+    assert!(stamp.contains("/etc/late.d"), "{stamp}");
+    // status shows it, boot-complete reports it once and fails the unit.
+    let st = status_json(&root);
+    assert!(st["finalize_failure"].as_str().unwrap().contains("late.d"));
+    assert!(run(tb(&root).arg("status")).contains("did not apply the staged deployment"));
+    let err = run_fail(tb(&root).arg("boot-complete"));
+    assert!(err.contains("/etc/late.d"), "{err}");
+    assert!(!root.join("boot/ostree/finalize-failure.stamp").exists());
+    run(tb(&root).arg("boot-complete"));
+    // The orphan is removed by the next cleanup.
+    run(tb(&root).arg("cleanup"));
+    assert_eq!(std::fs::read_dir(root.join("ostree/deploy/testos/deploy")).unwrap().count(), 2);
+}
+
+#[test]
+fn missing_kernel_at_finalize_fails_cleanly() {
+    let s = Scratch::new("nokernel");
+    let root = booted_on_v1(&s);
+    let r = in_booted_namespace(&root, 0, r#"
+$TB --sysroot $S stage --json testos/v3 > /dev/null
+rm -rf $S/boot/ostree/testos-$($TB --sysroot $S status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["deployments"][0]["bootcsum"])')
+set +e
+$TB --sysroot $S finalize-staged
+echo "exit=$?"
+"#);
+    assert!(r.1.contains("exit=1"), "{} {}", r.1, r.2);
+    assert!(r.2.contains("kernel directory of deployment"), "{}", r.2);
+    assert_eq!(versions(&root), vec!["1.0"]);
+    assert!(root.join("boot/ostree/finalize-failure.stamp").exists());
+}
+
+#[test]
+fn reboot_without_finalize_keeps_old_default_and_cleanup_removes_orphan() {
+    let s = Scratch::new("noreboot");
+    let root = booted_on_v1(&s);
+    assert_ok(in_booted_namespace(&root, 0, "$TB --sysroot $S stage testos/v3\n"));
+    // The namespace (and its /run) is gone: as after a reboot without finalize.
+    assert_eq!(versions(&root), vec!["1.0"]);
+    assert_eq!(std::fs::read_dir(root.join("ostree/deploy/testos/deploy")).unwrap().count(), 4, "orphan dir + origin");
+    let out = run(tb(&root).arg("cleanup"));
+    assert!(out.contains("Removed 1 deployment(s), 1 kernel dir(s)"), "{out}");
+    assert_eq!(std::fs::read_dir(root.join("ostree/deploy/testos/deploy")).unwrap().count(), 2);
+}
+
+#[test]
+fn deploy_or_undeploy_drops_the_staged_deployment() {
+    let s = Scratch::new("drop");
+    let root = booted_on_v1(&s);
+    assert_ok(in_booted_namespace(&root, 0, r#"
+$TB --sysroot $S stage testos/v2
+$TB --sysroot $S undeploy 0 | grep -q Deleted
+test ! -e /run/ostree/staged-deployment
+$TB --sysroot $S stage testos/v2
+$TB --sysroot $S deploy testos/v3 | grep -q "Dropped the staged deployment"
+test ! -e /run/ostree/staged-deployment
+$TB --sysroot $S status --json | python3 -c 'import json,sys; d=json.load(sys.stdin)["deployments"]; assert not any(x["staged"] for x in d), d'
+# The staged deployment cannot be pinned or set as default.
+$TB --sysroot $S stage testos/v2
+if $TB --sysroot $S pin 0; then echo "pinned the staged deployment"; exit 1; fi
+if $TB --sysroot $S set-default 0; then echo "set the staged deployment as default"; exit 1; fi
+$TB --sysroot $S undeploy 0
+"#));
+    assert_eq!(versions(&root), vec!["3.0", "1.0"]);
+    // No orphan left.
+    assert_eq!(std::fs::read_dir(root.join("ostree/deploy/testos/deploy")).unwrap().count(), 4);
+}
+
+#[test]
+fn bad_staged_files_are_reported_and_change_nothing_else() {
+    use treeboot::formats::gvariant::Value;
+    let s = Scratch::new("badstaged");
+    let root = booted_on_v1(&s);
+    let good = {
+        assert_ok(in_booted_namespace(&root, 0, &format!("$TB --sysroot $S stage testos/v2\ncp /run/ostree/staged-deployment {}\n", s.join("good").display())));
+        std::fs::read(s.join("good")).unwrap()
+    };
+    run(tb(&root).arg("cleanup"));
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty", vec![], "the file is empty"),
+        ("truncated", good[..good.len() / 3].to_vec(), "not a GVariant"),
+        ("unknown deployment", Value::vardict(vec![("target", Value::vardict(vec![("name", Value::string(format!("{}.0", "e".repeat(64)))), ("osname", Value::string("testos")), ("bootcsum", Value::string("f".repeat(64)))]))]).encode(), "does not exist"),
+        ("wrong types", Value::vardict(vec![("target", Value::U64(3))]).encode(), "target is not a{sv}"),
+        ("locked not a boolean", Value::vardict(vec![("target", Value::vardict(vec![("name", Value::string(format!("{}.0", "e".repeat(64)))), ("osname", Value::string("testos")), ("bootcsum", Value::string("f".repeat(64)))])), ("locked", Value::string("yes"))]).encode(), "locked is not a boolean"),
+    ];
+    for (what, bytes, expect) in cases {
+        let f = s.join("bad");
+        std::fs::write(&f, &bytes).unwrap();
+        let before = snapshot(&root);
+        let r = in_booted_namespace(&root, 0, &format!(r#"
+mkdir -p /run/ostree; cp {} /run/ostree/staged-deployment
+set +e
+$TB --sysroot $S finalize-staged
+echo "exit=$?"
+test ! -e /run/ostree/staged-deployment && echo "record removed"
+"#, f.display()));
+        assert!(r.1.contains("exit=1") && r.1.contains("record removed"), "{what}: {} {}", r.1, r.2);
+        assert!(r.2.contains("/run/ostree/staged-deployment") && r.2.contains(expect), "{what}: {}", r.2);
+        let stamp = root.join("boot/ostree/finalize-failure.stamp");
+        assert!(std::fs::read_to_string(&stamp).unwrap().contains(expect), "{what}: stamp");
+        std::fs::remove_file(&stamp).unwrap();
+        let d = snapshot_diff(&before, &snapshot(&root));
+        assert!(d.is_empty(), "{what}: {}", d.join("\n"));
+    }
+}

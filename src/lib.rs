@@ -24,3 +24,4 @@ pub mod ops;
 pub mod repo;
 pub mod staged;
 pub mod sysroot;
+pub mod timing;

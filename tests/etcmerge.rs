@@ -50,11 +50,19 @@ impl Trees {
         etcmerge::plan(&dir(&self.old), &dir(&self.cur), &dir(&self.new)).unwrap()
     }
     /// plan + copy new defaults + apply; returns the path of the new etc.
+    /// Also checks that the reduced copy deploy uses (`copy_defaults_for`,
+    /// which leaves out what the plan replaces) gives the very same tree.
     fn merge(&self) -> PathBuf {
         let plan = self.plan();
         assert!(plan.conflicts.is_empty(), "{:?}", plan.conflicts);
         etcmerge::copy_tree(&dir(&self.new), &dir(&self.out), "etc").unwrap();
         etcmerge::apply(&plan, &dir(&self.cur), &dir(&self.out.join("etc"))).unwrap();
+        let reduced = self.out.join("reduced");
+        std::fs::create_dir_all(&reduced).unwrap();
+        etcmerge::copy_defaults_for(&plan, &dir(&self.new), &dir(&reduced), "etc").unwrap();
+        etcmerge::apply(&plan, &dir(&self.cur), &dir(&reduced.join("etc"))).unwrap();
+        let (a, b) = (common::snapshot(&self.out.join("etc")), common::snapshot(&reduced.join("etc")));
+        assert_eq!(a, b, "copy_defaults_for + apply differs from a full copy + apply");
         self.out.join("etc")
     }
 }
@@ -240,7 +248,7 @@ fn plan_writes_nothing() {
     assert_eq!((plan.summary.modified, plan.summary.removed, plan.summary.added), (1, 1, 1));
     let after: Vec<_> = [&t.old, &t.cur, &t.new].iter().map(|p| common::snapshot(p)).collect();
     assert_eq!(before, after);
-    assert!(std::fs::read_dir(&t.out).unwrap().next().is_none());
+    assert!(std::fs::read_dir(&t.out).unwrap().next().is_none(), "plan wrote into the output");
     // The plan serializes for `--json`.
     let j = serde_json::to_value(&plan).unwrap();
     assert_eq!(j["summary"]["modified"], 1);

@@ -2,7 +2,8 @@
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Uid};
@@ -36,6 +37,22 @@ fn perm(st: &rustix::fs::Stat) -> Mode {
 /// could read, so a 0600 file is never readable by others. Returns the number
 /// of entries copied; fifos, sockets and devices are skipped with a message.
 pub fn copy_entry(src: impl AsFd, dst: impl AsFd, name: &OsStr, shown: &Path) -> Result<usize> {
+    copy_entry_except(src, dst, name, shown, Path::new(name), None)
+}
+
+/// [`copy_entry`], leaving out the paths (relative to the copied tree's
+/// root, `rel` being this entry's) in `skip`.
+fn copy_entry_except(
+    src: impl AsFd,
+    dst: impl AsFd,
+    name: &OsStr,
+    shown: &Path,
+    rel: &Path,
+    skip: Option<&HashSet<PathBuf>>,
+) -> Result<usize> {
+    if skip.is_some_and(|s| s.contains(rel)) {
+        return Ok(0);
+    }
     let (src, dst) = (src.as_fd(), dst.as_fd());
     let st = rustix::fs::statat(src, name, AtFlags::SYMLINK_NOFOLLOW)
         .with_context(|| format!("Examining {}", display_path(shown)))?;
@@ -77,7 +94,7 @@ pub fn copy_entry(src: impl AsFd, dst: impl AsFd, name: &OsStr, shown: &Path) ->
             let dfd = fsutil::open_dir_nofollow(dst, name).with_context(ctx)?;
             let mut n = 1;
             for child in fsutil::read_names(&sfd).with_context(ctx)? {
-                n += copy_entry(&sfd, &dfd, &child, &shown.join(&child))?;
+                n += copy_entry_except(&sfd, &dfd, &child, &shown.join(&child), &rel.join(&child), skip)?;
             }
             finish_dir(&dfd, &sfd, &st).with_context(ctx)?;
             Ok(n)
@@ -106,13 +123,32 @@ fn finish_dir(dfd: &OwnedFd, sfd: &OwnedFd, st: &rustix::fs::Stat) -> Result<()>
 
 /// Copy the whole directory `src` to a new directory `dst_parent/name`.
 pub fn copy_tree(src: impl AsFd, dst_parent: impl AsFd, name: &str) -> Result<usize> {
+    copy_tree_except(src, dst_parent, name, None)
+}
+
+/// Copy the new defaults for `plan`: every path the plan will remove or
+/// replace is left out, as apply would only delete it again. The result
+/// after [`apply`] is the same as with a full copy, with less I/O.
+pub fn copy_defaults_for(plan: &Plan, new_defaults: impl AsFd, dst_parent: impl AsFd, name: &str) -> Result<usize> {
+    let skip: HashSet<PathBuf> = plan
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Remove { path } | Action::Mkdir { path } | Action::Copy { path, .. } => Some(path.clone()),
+            Action::Skip { .. } => None,
+        })
+        .collect();
+    copy_tree_except(new_defaults, dst_parent, name, Some(&skip))
+}
+
+fn copy_tree_except(src: impl AsFd, dst_parent: impl AsFd, name: &str, skip: Option<&HashSet<PathBuf>>) -> Result<usize> {
     let src = rustix::io::fcntl_dupfd_cloexec(src.as_fd(), 0)?;
     let st = rustix::fs::fstat(&src)?;
     rustix::fs::mkdirat(&dst_parent, name, Mode::RWXU).with_context(|| format!("Creating {name}"))?;
     let dfd = fsutil::open_dir_nofollow(&dst_parent, OsStr::new(name))?;
     let mut n = 0;
     for child in fsutil::read_names(&src)? {
-        n += copy_entry(&src, &dfd, &child, &Path::new(name).join(&child))?;
+        n += copy_entry_except(&src, &dfd, &child, &Path::new(name).join(&child), Path::new(&child), skip)?;
     }
     // An fd opened with O_PATH cannot read xattrs: reopen the source.
     let sfd = rustix::fs::openat(&src, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
@@ -130,7 +166,12 @@ pub fn apply(plan: &Plan, current: impl AsFd, new_etc: impl AsFd) -> Result<Appl
     }
     let (current, new_etc) = (current.as_fd(), new_etc.as_fd());
     let mut stats = ApplyStats::default();
+    let mut parents: Option<(PathBuf, OwnedFd, OwnedFd)> = None;
     for action in &plan.actions {
+        if !matches!(action, Action::Copy { .. }) {
+            // Removals and new directories change the tree: reopen after them.
+            parents = None;
+        }
         match action {
             Action::Remove { path } => {
                 let shown = Path::new("/etc").join(path);
@@ -162,10 +203,18 @@ pub fn apply(plan: &Plan, current: impl AsFd, new_etc: impl AsFd) -> Result<Appl
             Action::Copy { path, .. } => {
                 let shown = Path::new("/etc").join(path);
                 let ctx = || format!("Copying {}", display_path(&shown));
-                let (sparent, name) = fsutil::open_parent(current, path).with_context(ctx)?;
-                let (dparent, _) = fsutil::open_parent(new_etc, path).with_context(ctx)?;
-                let sst = rustix::fs::statat(&sparent, name, AtFlags::SYMLINK_NOFOLLOW).with_context(ctx)?;
-                if let Some(dst) = fsutil::lstat_optional(&dparent, name)? {
+                let name = path.file_name().ok_or_else(|| anyhow!("empty path in plan"))?;
+                let parent = path.parent().unwrap_or(Path::new("")).to_path_buf();
+                // Consecutive actions (the plan is sorted) mostly share a
+                // parent: keep its two handles instead of reopening them.
+                if parents.as_ref().map(|(p, _, _)| p) != Some(&parent) {
+                    let s = fsutil::open_dir_path(current, &parent).with_context(ctx)?;
+                    let d = fsutil::open_dir_path(new_etc, &parent).with_context(ctx)?;
+                    parents = Some((parent, s, d));
+                }
+                let (_, sparent, dparent) = parents.as_ref().expect("just set");
+                let sst = rustix::fs::statat(sparent, name, AtFlags::SYMLINK_NOFOLLOW).with_context(ctx)?;
+                if let Some(dst) = fsutil::lstat_optional(dparent, name)? {
                     let ddir = FileType::from_raw_mode(dst.st_mode) == FileType::Directory;
                     let sdir = FileType::from_raw_mode(sst.st_mode) == FileType::Directory;
                     match (sdir, ddir) {
@@ -174,10 +223,10 @@ pub fn apply(plan: &Plan, current: impl AsFd, new_etc: impl AsFd) -> Result<Appl
                             "{}: a local file where the new defaults have a directory",
                             display_path(&shown)
                         ),
-                        _ => rustix::fs::unlinkat(&dparent, name, AtFlags::empty()).with_context(ctx)?,
+                        _ => rustix::fs::unlinkat(dparent, name, AtFlags::empty()).with_context(ctx)?,
                     }
                 }
-                stats.copied += copy_entry(&sparent, &dparent, name, &shown)?;
+                stats.copied += copy_entry(sparent, dparent, name, &shown)?;
             }
             Action::Skip { path, reason } => {
                 eprintln!("note: /etc/{}: skipped, {reason}", display_path(path));

@@ -14,7 +14,7 @@
 pub mod apply;
 mod diff;
 
-pub use apply::{apply, copy_tree, ApplyStats};
+pub use apply::{apply, copy_defaults_for, copy_tree, ApplyStats};
 pub use diff::{diff, Change, ChangeKind, Diff, EntryType};
 
 use std::os::fd::AsFd;

@@ -29,8 +29,13 @@ pub struct CleanupStats {
     pub bytes_freed: u64,
 }
 
-#[context("Cleaning up the sysroot")]
 pub fn cleanup(w: &mut Writer) -> Result<CleanupStats> {
+    cleanup_with(w, true)
+}
+
+/// Cleanup; `prune` says whether to prune the repository too.
+#[context("Cleaning up the sysroot")]
+pub fn cleanup_with(w: &mut Writer, prune: bool) -> Result<CleanupStats> {
     let mut stats = CleanupStats::default();
     let s = &w.sysroot;
     let root = &s.root;
@@ -126,9 +131,13 @@ pub fn cleanup(w: &mut Writer) -> Result<CleanupStats> {
     if has_loader {
         w.repo.set_deployment_refs(bv, s.subbootversion, &csums)?;
     }
-    failpoint::hit("cleanup::prune");
-    let (n, bytes) = w.repo.prune()?;
-    stats.objects_pruned = n;
-    stats.bytes_freed = bytes;
+    crate::timing::step("cleanup: boot versions, deployments, kernels, refs");
+    if prune {
+        failpoint::hit("cleanup::prune");
+        let (n, bytes) = w.repo.prune()?;
+        stats.objects_pruned = n;
+        stats.bytes_freed = bytes;
+    }
+    crate::timing::step("cleanup: prune");
     Ok(stats)
 }

@@ -171,6 +171,7 @@ pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode)
         bail!("stateroot {stateroot:?} does not exist: run `treeboot os-init {stateroot}` first");
     }
     root.create_dir_all(format!("ostree/deploy/{stateroot}/deploy"))?;
+    crate::timing::step("deploy: start");
     let csum = w.repo.resolve(refspec)?;
     let version = w.repo.commit_version(&csum)?;
     let merge = if opts.no_merge { None } else { sysroot.merge_deployment(&stateroot).cloned() };
@@ -198,6 +199,7 @@ pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode)
     let mut guard = NewDeploymentGuard { root, path: rel.clone(), armed: true };
     w.repo.checkout(&csum, &deploy_parent, &format!("{csum}.{serial}"))?;
     let deploy = root.open_dir(&rel)?;
+    crate::timing::step("deploy: checkout");
 
     if deploy.symlink_metadata_optional("usr/etc")?.is_none() {
         if deploy.symlink_metadata_optional("etc")?.is_some() {
@@ -209,6 +211,7 @@ pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode)
         bail!("commit {csum} has both /etc and /usr/etc; only /usr/etc is allowed");
     }
     let k = kernel::find_kernel(&deploy, &format!("commit {csum}"))?;
+    crate::timing::step("deploy: find kernel");
 
     // /etc: the new defaults with the admin's changes from the merge deployment.
     failpoint::hit("deploy::etc");
@@ -219,10 +222,18 @@ pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode)
             let old_defaults = mdir.open_dir("usr/etc").context("Opening usr/etc of the merge deployment")?;
             let current = mdir.open_dir("etc").context("Opening etc of the merge deployment")?;
             let plan = etcmerge::plan(&old_defaults, &current, &new_defaults)?;
+            crate::timing::step("deploy: /etc plan");
             if let Some(msg) = plan.conflict_message() {
                 return Err(EtcConflict(msg).into());
             }
-            etcmerge::copy_tree(&new_defaults, &deploy, "etc")?;
+            if mode == EtcMode::Merge {
+                etcmerge::copy_defaults_for(&plan, &new_defaults, &deploy, "etc")?;
+            } else {
+                // Staging: finalize re-plans against the /etc of that moment,
+                // so every default must be there.
+                etcmerge::copy_tree(&new_defaults, &deploy, "etc")?;
+            }
+            crate::timing::step("deploy: /etc copy of new defaults");
             if mode == EtcMode::Merge {
                 let etc = deploy.open_dir("etc")?;
                 etcmerge::apply(&plan, &current, &etc)?;
@@ -239,6 +250,7 @@ pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode)
         }
     };
 
+    crate::timing::step("deploy: /etc merge applied");
     seed_var(root, &deploy, &stateroot)?;
 
     failpoint::hit("deploy::origin");
@@ -249,6 +261,7 @@ pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode)
     kernel::install_kernel(root, &deploy, &stateroot, &k)?;
     failpoint::hit("deploy::immutable");
     set_immutable(root, &rel, true)?;
+    crate::timing::step("deploy: origin, kernel, immutable");
 
     let boot = BootDeployment {
         stateroot: stateroot.clone(),

@@ -132,9 +132,15 @@ pub fn commit_list(w: &mut Writer, list: &[BootDeployment]) -> Result<SwapResult
         r.subbootversion,
         list.len() as i64 - w.sysroot.deployments.len() as i64
     );
+    crate::timing::step("swap");
     let csums: Vec<String> = list.iter().map(|d| d.csum.clone()).collect();
     w.repo.set_deployment_refs(r.bootversion, r.subbootversion, &csums)?;
+    crate::timing::step("refs");
+    // Pruning walks every reachable object: only worth it when a commit
+    // lost its last deployment. (`treeboot cleanup` always prunes.)
+    let dropped_commit = w.sysroot.deployments.iter().any(|d| !csums.contains(&d.csum));
     w.sysroot = Sysroot::load(&w.sysroot.path.clone())?;
-    cleanup::cleanup(w)?;
+    cleanup::cleanup_with(w, dropped_commit)?;
+    crate::timing::step("cleanup");
     Ok(r)
 }

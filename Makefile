@@ -38,6 +38,7 @@ bench: build
 install:
 	install -Dm755 target/release/treeboot $(DESTDIR)$(PREFIX)/bin/treeboot
 	install -Dm755 target/release/treeboot-writer $(DESTDIR)$(PREFIX)/libexec/treeboot/treeboot-writer
+	for u in systemd/*.service; do install -Dm644 $$u $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); done
 
 clean:
 	$(CARGO) clean

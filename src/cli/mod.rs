@@ -115,7 +115,11 @@ pub enum Cmd {
     /// Prepare a deployment now and apply it at shutdown.
     Stage(DeployArgs),
     /// Apply the staged deployment (the ExecStop of treeboot-finalize-staged.service).
-    FinalizeStaged,
+    FinalizeStaged {
+        /// Hold /boot open until terminated (treeboot-finalize-staged-hold.service).
+        #[arg(long)]
+        hold: bool,
+    },
     /// Lock (or unlock) finalization of the staged deployment.
     LockFinalization {
         #[arg(long)]
@@ -204,10 +208,23 @@ pub fn run_reader(cli: Cli) -> Result<Option<Cli>> {
                 std::process::exit(1);
             }
         }
+        Cmd::FinalizeStaged { hold: true } => hold_boot(&sysroot)?,
         Cmd::Etc(EtcCmd::Diff { deployment, json }) => etc_diff(&sysroot, deployment, json)?,
         _ => return Ok(Some(cli)),
     }
     Ok(None)
+}
+
+/// Keep `/boot` busy (an open directory and the working directory) until
+/// SIGTERM, so that an automount does not expire before finalize runs.
+fn hold_boot(sysroot: &camino::Utf8Path) -> Result<()> {
+    let boot = sysroot.join("boot");
+    let _fd = std::fs::File::open(&boot).with_context(|| format!("Opening {boot}"))?;
+    std::env::set_current_dir(&boot).with_context(|| format!("Entering {boot}"))?;
+    loop {
+        // SIGTERM's default action ends the process; until then, sleep.
+        unsafe { libc::pause() };
+    }
 }
 
 fn etc_diff(sysroot: &camino::Utf8Path, deployment: Option<usize>, json: bool) -> Result<()> {

@@ -47,7 +47,7 @@ pub fn run_writer(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Cmd::FinalizeStaged => {
+        Cmd::FinalizeStaged { .. } => {
             ops::stage::finalize(&sysroot)?;
         }
         Cmd::LockFinalization { unlock } => {

@@ -49,9 +49,41 @@ pub fn write_staged(s: &Staged) -> Result<()> {
         .with_context(|| format!("Writing {STAGED}"))
 }
 
-/// Forget the staged deployment (record and legacy lock file).
+/// The /etc diff of stage time (see `etcmerge::DiffCache`), for the
+/// deployment pair named on its first line.
+pub const ETC_CACHE: &str = "/run/treeboot/etc-diff-cache";
+
+fn cache_header(staged: &str, merge: &str) -> String {
+    format!("treeboot-etc-diff-cache 1 {staged} {merge}\n")
+}
+
+/// Keep the stage-time diff for finalize. Failing to write it only costs
+/// speed at shutdown, so it is a warning.
+pub fn write_etc_cache(staged: &str, merge: &str, cache: &crate::etcmerge::DiffCache) {
+    let r = (|| -> Result<()> {
+        std::fs::create_dir_all("/run/treeboot")?;
+        let d = Dir::open_ambient_dir("/run/treeboot", cap_std::ambient_authority())?;
+        let mut data = cache_header(staged, merge).into_bytes();
+        data.extend(cache.serialize());
+        d.atomic_write("etc-diff-cache", data)?;
+        Ok(())
+    })();
+    if let Err(e) = r {
+        eprintln!("warning: writing {ETC_CACHE}: {e:#}");
+    }
+}
+
+/// The stage-time diff, if it is there and for this pair.
+pub fn read_etc_cache(staged: &str, merge: &str) -> Option<crate::etcmerge::DiffCache> {
+    let data = std::fs::read(ETC_CACHE).ok()?;
+    let header = cache_header(staged, merge);
+    let rest = data.strip_prefix(header.as_bytes())?;
+    crate::etcmerge::DiffCache::parse(rest)
+}
+
+/// Forget the staged deployment (record, legacy lock file, diff cache).
 pub fn remove_staged() -> Result<()> {
-    for p in [STAGED, STAGED_LOCKED] {
+    for p in [STAGED, STAGED_LOCKED, ETC_CACHE] {
         match std::fs::remove_file(p) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -1,6 +1,8 @@
 //! The diff between the old defaults (`usr/etc`) and the admin's `/etc`.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -83,14 +85,80 @@ impl Diff {
 /// owner, xattrs, and content or symlink target. A subtree present on one
 /// side only is one change.
 pub fn diff(old: impl AsFd, current: impl AsFd) -> Result<Diff> {
+    diff_cached(old, current, None, None)
+}
+
+/// Identity of an inode's state: (dev, ino, ctime seconds, ctime nanoseconds).
+/// Any change of content, mode, owner or xattrs moves ctime, and ctime cannot
+/// be set from user space, so an unchanged key means an unchanged file.
+type InodeKey = [i64; 4];
+
+fn key(st: &rustix::fs::Stat) -> InodeKey {
+    [st.st_dev as i64, st.st_ino as i64, st.st_ctime as i64, st.st_ctime_nsec as i64]
+}
+
+/// Pairs of files found equal by an earlier diff (stage time), so that the
+/// diff at shutdown compares only metadata for them instead of reading their
+/// contents again.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DiffCache {
+    equal: HashMap<PathBuf, (InodeKey, InodeKey)>,
+}
+
+impl DiffCache {
+    pub fn len(&self) -> usize {
+        self.equal.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.equal.is_empty()
+    }
+
+    /// One line per pair: the path in hex, then the eight numbers.
+    pub fn serialize(&self) -> Vec<u8> {
+        let mut out = String::new();
+        let mut v: Vec<_> = self.equal.iter().collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        for (p, (a, b)) in v {
+            out.push_str(&hex::encode(p.as_os_str().as_bytes()));
+            for n in a.iter().chain(b.iter()) {
+                out.push(' ');
+                out.push_str(&n.to_string());
+            }
+            out.push('\n');
+        }
+        out.into_bytes()
+    }
+
+    pub fn parse(data: &[u8]) -> Option<Self> {
+        let mut c = DiffCache::default();
+        for line in std::str::from_utf8(data).ok()?.lines() {
+            let mut it = line.split(' ');
+            let path = PathBuf::from(std::ffi::OsString::from_vec(hex::decode(it.next()?).ok()?));
+            let nums: Vec<i64> = it.map(|n| n.parse().ok()).collect::<Option<_>>()?;
+            let nums: [i64; 8] = nums.try_into().ok()?;
+            c.equal.insert(path, (nums[..4].try_into().ok()?, nums[4..].try_into().ok()?));
+        }
+        Some(c)
+    }
+}
+
+struct Walk<'a> {
+    known: Option<&'a DiffCache>,
+    record: Option<&'a mut DiffCache>,
+}
+
+/// [`diff`], trusting `known` equal pairs whose inodes did not change, and
+/// recording the equal pairs it finds into `record`.
+pub fn diff_cached(old: impl AsFd, current: impl AsFd, known: Option<&DiffCache>, record: Option<&mut DiffCache>) -> Result<Diff> {
     let mut d = Diff::default();
     let old = rustix::io::fcntl_dupfd_cloexec(old.as_fd(), 0)?;
     let cur = rustix::io::fcntl_dupfd_cloexec(current.as_fd(), 0)?;
-    walk(&old, &cur, &PathBuf::new(), &mut d)?;
+    let mut w = Walk { known, record };
+    walk(&old, &cur, &PathBuf::new(), &mut d, &mut w)?;
     Ok(d)
 }
 
-fn walk(old: &OwnedFd, cur: &OwnedFd, rel: &Path, out: &mut Diff) -> Result<()> {
+fn walk(old: &OwnedFd, cur: &OwnedFd, rel: &Path, out: &mut Diff, w: &mut Walk) -> Result<()> {
     let old_names = fsutil::read_names(old)
         .with_context(|| format!("Reading defaults directory /usr/etc/{}", display_path(rel)))?;
     let cur_names = fsutil::read_names(cur)
@@ -128,7 +196,7 @@ fn walk(old: &OwnedFd, cur: &OwnedFd, rel: &Path, out: &mut Diff) -> Result<()> 
             }
             std::cmp::Ordering::Equal => {
                 let name = old_names[i].as_os_str();
-                compare(old, cur, name, rel, out)?;
+                compare(old, cur, name, rel, out, w)?;
                 i += 1;
                 j += 1;
             }
@@ -137,11 +205,18 @@ fn walk(old: &OwnedFd, cur: &OwnedFd, rel: &Path, out: &mut Diff) -> Result<()> 
     Ok(())
 }
 
-fn compare(old: &OwnedFd, cur: &OwnedFd, name: &OsStr, rel: &Path, out: &mut Diff) -> Result<()> {
+fn compare(old: &OwnedFd, cur: &OwnedFd, name: &OsStr, rel: &Path, out: &mut Diff, w: &mut Walk) -> Result<()> {
     let path = rel.join(name);
     let ctx = || format!("Comparing /etc/{}", display_path(&path));
     let so = rustix::fs::statat(old, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).with_context(ctx)?;
     let sc = rustix::fs::statat(cur, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).with_context(ctx)?;
+    let keys = (key(&so), key(&sc));
+    if w.known.is_some_and(|k| k.equal.get(&path) == Some(&keys)) {
+        if let Some(r) = w.record.as_deref_mut() {
+            r.equal.insert(path, keys);
+        }
+        return Ok(());
+    }
     let to = EntryType::from_mode(so.st_mode);
     let tc = EntryType::from_mode(sc.st_mode);
     let mut how = Vec::new();
@@ -150,7 +225,7 @@ fn compare(old: &OwnedFd, cur: &OwnedFd, name: &OsStr, rel: &Path, out: &mut Dif
     } else if tc == EntryType::Directory {
         let o = fsutil::open_dir_nofollow(old, name).with_context(ctx)?;
         let c = fsutil::open_dir_nofollow(cur, name).with_context(ctx)?;
-        return walk(&o, &c, &path, out);
+        return walk(&o, &c, &path, out, w);
     } else {
         if (so.st_mode & 0o7777) != (sc.st_mode & 0o7777) && tc != EntryType::Symlink {
             how.push("mode");
@@ -187,6 +262,11 @@ fn compare(old: &OwnedFd, cur: &OwnedFd, name: &OsStr, rel: &Path, out: &mut Dif
                     how.push("device");
                 }
             }
+        }
+    }
+    if how.is_empty() && tc != EntryType::Directory {
+        if let Some(r) = w.record.as_deref_mut() {
+            r.equal.insert(path.clone(), keys);
         }
     }
     if !how.is_empty() {

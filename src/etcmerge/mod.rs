@@ -15,7 +15,7 @@ pub mod apply;
 mod diff;
 
 pub use apply::{apply, copy_defaults_for, copy_tree, ApplyStats};
-pub use diff::{diff, Change, ChangeKind, Diff, EntryType};
+pub use diff::{diff, diff_cached, Change, ChangeKind, Diff, DiffCache, EntryType};
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -110,6 +110,19 @@ impl Plan {
 #[context("Planning the /etc merge")]
 pub fn plan(old_defaults: impl AsFd, current: impl AsFd, new_defaults: impl AsFd) -> Result<Plan> {
     let d = diff(&old_defaults, &current)?;
+    plan_from_diff(&d, &current, &new_defaults)
+}
+
+/// [`plan`] with a [`DiffCache`]: `known` pairs are trusted when their
+/// inodes did not change; equal pairs found are recorded in `record`.
+pub fn plan_cached(
+    old_defaults: impl AsFd,
+    current: impl AsFd,
+    new_defaults: impl AsFd,
+    known: Option<&DiffCache>,
+    record: Option<&mut DiffCache>,
+) -> Result<Plan> {
+    let d = diff_cached(&old_defaults, &current, known, record)?;
     plan_from_diff(&d, &current, &new_defaults)
 }
 

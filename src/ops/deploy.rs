@@ -54,6 +54,9 @@ pub struct Prepared {
     pub boot: BootDeployment,
     #[serde(skip)]
     pub merge: Option<Deployment>,
+    /// The equal /etc pairs found (staging only), for finalize.
+    #[serde(skip)]
+    pub etc_cache: Option<etcmerge::DiffCache>,
 }
 
 /// Removes a half-made deployment (directory and origin) unless disarmed.
@@ -216,12 +219,18 @@ pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode)
     // /etc: the new defaults with the admin's changes from the merge deployment.
     failpoint::hit("deploy::etc");
     let new_defaults = deploy.open_dir("usr/etc")?;
+    let mut etc_cache = None;
     let summary = match &merge {
         Some(m) => {
             let mdir = root.open_dir(m.path().as_std_path())?;
             let old_defaults = mdir.open_dir("usr/etc").context("Opening usr/etc of the merge deployment")?;
             let current = mdir.open_dir("etc").context("Opening etc of the merge deployment")?;
-            let plan = etcmerge::plan(&old_defaults, &current, &new_defaults)?;
+            let mut cache = etcmerge::DiffCache::default();
+            let record = (mode == EtcMode::CheckAndCopyDefaults).then_some(&mut cache);
+            let plan = etcmerge::plan_cached(&old_defaults, &current, &new_defaults, None, record)?;
+            if mode == EtcMode::CheckAndCopyDefaults {
+                etc_cache = Some(cache);
+            }
             crate::timing::step("deploy: /etc plan");
             if let Some(msg) = plan.conflict_message() {
                 return Err(EtcConflict(msg).into());
@@ -286,6 +295,7 @@ pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode)
         etc: summary,
         boot,
         merge,
+        etc_cache,
     })
 }
 

@@ -94,6 +94,9 @@ pub fn stage(w: &mut Writer, refspec: &str, opts: &DeployOpts, lock: bool) -> Re
     // durable too before we promise anything.
     let fd = rustix::fs::openat(&w.sysroot.root, ".", rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())?;
     rustix::fs::syncfs(&fd).context("syncfs of the sysroot")?;
+    if let Some(c) = &p.etc_cache {
+        staged::write_etc_cache(&format!("{}.{}", p.checksum, p.serial), &merge.name(), c);
+    }
     failpoint::hit("stage::write-record");
     staged::write_staged(&rec)?;
     if let Err(e) = std::fs::write("/run/reboot-required", "*** System restart required ***\n") {
@@ -210,21 +213,26 @@ fn fail(sysroot: &Utf8Path, e: anyhow::Error) -> anyhow::Error {
 }
 
 fn finalize_inner(sysroot: &Utf8Path, start: Instant) -> Result<FinalizeOutcome> {
+    crate::timing::step("finalize: start");
     let mut w = Writer::open(sysroot)?;
+    crate::timing::step("finalize: lock and load");
     let Some(d) = w.sysroot.staged.clone() else {
         staged::remove_staged()?;
         bail!("{} names a deployment, but {} is not booted from this sysroot", staged::STAGED, sysroot);
     };
     let rec = w.sysroot.staged_record.clone().expect("loaded with the staged deployment");
-    // First: forget the record, so that a crash from here on boots the old
-    // default and the next cleanup removes the orphan, instead of looping.
-    failpoint::hit("finalize::remove-record");
-    staged::remove_staged()?;
     let merge = w
         .sysroot
         .merge_deployment(&d.stateroot)
         .cloned()
         .ok_or_else(|| anyhow!("no deployment of {} to merge /etc from", d.stateroot))?;
+    // The diff of stage time lets unchanged files cost one lstat each.
+    let known = staged::read_etc_cache(&d.name(), &merge.name());
+    crate::timing::step(&format!("finalize: read /etc diff cache ({} known pairs)", known.as_ref().map_or(0, |k| k.len())));
+    // Then forget the record, so that a crash from here on boots the old
+    // default and the next cleanup removes the orphan, instead of looping.
+    failpoint::hit("finalize::remove-record");
+    staged::remove_staged()?;
 
     // Re-merge /etc from what the admin has now.
     failpoint::hit("finalize::etc");
@@ -232,13 +240,15 @@ fn finalize_inner(sysroot: &Utf8Path, start: Instant) -> Result<FinalizeOutcome>
     let root = &w.sysroot.root;
     let ddir = root.open_dir(d.path().as_std_path())?;
     let mdir = root.open_dir(merge.path().as_std_path())?;
-    let plan = etcmerge::plan(&mdir.open_dir("usr/etc")?, &mdir.open_dir("etc")?, &ddir.open_dir("usr/etc")?)?;
+    let plan = etcmerge::plan_cached(&mdir.open_dir("usr/etc")?, &mdir.open_dir("etc")?, &ddir.open_dir("usr/etc")?, known.as_ref(), None)?;
+    crate::timing::step("finalize: /etc plan");
     if ddir.symlink_metadata_optional("etc")?.is_none() {
         set_immutable(root, d.path().as_str(), false)?;
         etcmerge::copy_tree(&ddir.open_dir("usr/etc")?, &ddir, "etc")?;
     }
     let stats = etcmerge::apply(&plan, &mdir.open_dir("etc")?, &ddir.open_dir("etc")?)?;
     let etc_ms = t_etc.elapsed().as_millis();
+    crate::timing::step("finalize: /etc apply");
     set_immutable(root, d.path().as_str(), true)?;
 
     // The new list: the staged deployment first, the rest by deploy's rules.

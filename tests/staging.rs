@@ -37,6 +37,11 @@ test -e /run/ostree/staged-deployment
 test -e /run/reboot-required
 echo "edited after staging" > {etc}/motd
 echo "new after staging" > {etc}/late.conf
+# Same size, mtime put back: only the inode's ctime shows the change, and
+# the stage-time diff cache must not hide it.
+printf 'xestos\n' > {etc}/hostname
+touch -r {etc}/ssh/sshd_config {etc}/hostname
+test -s /run/treeboot/etc-diff-cache
 echo "--- finalize"
 $TB --sysroot $S finalize-staged
 test ! -e /run/ostree/staged-deployment
@@ -58,6 +63,7 @@ test ! -e /run/ostree/staged-deployment
     let new_etc = deployment_dir(&root, 0).join("etc");
     assert_eq!(std::fs::read_to_string(new_etc.join("motd")).unwrap(), "edited after staging\n");
     assert_eq!(std::fs::read_to_string(new_etc.join("late.conf")).unwrap(), "new after staging\n");
+    assert_eq!(std::fs::read_to_string(new_etc.join("hostname")).unwrap(), "xestos\n");
     assert_eq!(run(tb(&root).arg("kargs")).trim(), "root=LABEL=root");
     assert!(!root.join("boot/ostree/finalize-failure.stamp").exists());
     assert_eq!(ostree_status_names(&root), treeboot_status_names(&root));

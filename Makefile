@@ -35,10 +35,18 @@ vm-test:
 bench: build
 	bench/run
 
-install:
+install: build
 	install -Dm755 target/release/treeboot $(DESTDIR)$(PREFIX)/bin/treeboot
 	install -Dm755 target/release/treeboot-writer $(DESTDIR)$(PREFIX)/libexec/treeboot/treeboot-writer
+	install -Dm755 target/release/treeboot-prepare-root $(DESTDIR)$(PREFIX)/lib/treeboot/treeboot-prepare-root
+	install -Dm755 target/release/treeboot-remount $(DESTDIR)$(PREFIX)/lib/treeboot/treeboot-remount
+	install -Dm755 target/release/treeboot-generator $(DESTDIR)$(PREFIX)/lib/systemd/system-generators/treeboot-generator
 	for u in systemd/*.service; do install -Dm644 $$u $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); done
+	install -Dm755 dracut/98treeboot/module-setup.sh $(DESTDIR)$(PREFIX)/lib/dracut/modules.d/98treeboot/module-setup.sh
+	install -Dm644 dracut/treeboot.conf $(DESTDIR)$(PREFIX)/lib/dracut/dracut.conf.d/50-treeboot.conf
+	install -Dm755 grub/10_treeboot $(DESTDIR)/etc/grub.d/10_treeboot
+	install -Dm644 grub/grub.cfg $(DESTDIR)$(PREFIX)/share/treeboot/grub.cfg
+	for d in docs/commands/*.md docs/*.md; do install -Dm644 $$d $(DESTDIR)$(PREFIX)/share/doc/treeboot/$$(basename $$d); done
 
 clean:
 	$(CARGO) clean

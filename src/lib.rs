@@ -15,6 +15,7 @@ macro_rules! say {
 
 pub mod bootloader;
 pub mod cli;
+pub mod early;
 pub mod etcmerge;
 pub mod failpoint;
 pub mod formats;

@@ -9,4 +9,5 @@ pub mod kargs;
 pub mod keyfile;
 pub mod names;
 pub mod osrelease;
+pub mod prepareroot;
 pub mod runstate;

@@ -98,6 +98,12 @@ pub fn make_tree(dir: &Path, kernel: &str, variant: &str) {
     let _ = std::fs::remove_file(dir.join("usr/etc/localtime"));
     std::os::unix::fs::symlink("../usr/share/zoneinfo/UTC", dir.join("usr/etc/localtime")).unwrap();
     std::fs::create_dir_all(dir.join("var/lib")).unwrap();
+    // Mount points and the links every ostree-style OS tree carries.
+    for d in ["sysroot", "boot", "proc", "sys", "dev", "run", "tmp"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let _ = std::fs::remove_file(dir.join("ostree"));
+    std::os::unix::fs::symlink("sysroot/ostree", dir.join("ostree")).unwrap();
 }
 
 /// Commit `tree` on `branch` with a `version`; returns the checksum.

@@ -1,0 +1,46 @@
+//! treeboot-remount: after switch-root, make /sysroot, /var and /etc
+//! writable as recorded in /run/ostree-booted. Links only libc.
+
+use treeboot::formats::runstate::Booted;
+
+fn main() {
+    // `--root DIR` applies the policy below DIR instead of / (for tests).
+    let args: Vec<String> = std::env::args().collect();
+    let root = match args.get(1).map(String::as_str) {
+        Some("--root") => args.get(2).cloned().unwrap_or_else(|| "/".into()),
+        Some(_) => {
+            eprintln!("usage: treeboot-remount [--root DIR]");
+            std::process::exit(2);
+        }
+        None => "/".into(),
+    };
+    let data = match std::fs::read("/run/ostree-booted") {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("treeboot-remount: not booted from a deployment (no /run/ostree-booted)");
+            return;
+        }
+        Err(e) => {
+            eprintln!("treeboot-remount: error: reading /run/ostree-booted: {e}");
+            std::process::exit(1);
+        }
+    };
+    let booted = match Booted::parse(&data) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("treeboot-remount: error: /run/ostree-booted: {e}");
+            std::process::exit(1);
+        }
+    };
+    match treeboot::early::remount::remount(camino::Utf8Path::new(&root), &booted) {
+        Ok(done) => {
+            for d in done {
+                eprintln!("treeboot-remount: {d}");
+            }
+        }
+        Err(e) => {
+            eprintln!("treeboot-remount: error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! prepare-root: in the initramfs, turn the physical root mounted at
+//! SYSROOT into the root of the deployment named by `ostree=`.
+//!
+//! The sequence follows libostree's ostree-prepare-root:
+//!  1. resolve `ostree=` (a symlink under the sysroot, resolved without
+//!     leaving it) to `ostree/deploy/$stateroot/deploy/$csum.$serial`;
+//!  2. read prepare-root.conf (usr/lib, then etc, of the deployment);
+//!  3. make `/` private (the kernel refuses to move shared mounts);
+//!  4. bind the deployment onto itself, so it can be moved later;
+//!     (`[root] transient`: an overlay with a tmpfs upper over it);
+//!  5. bind `usr` onto itself read-only;
+//!  6. `/etc`: writable as part of the deployment; `[etc] transient`: an
+//!     overlay of `usr/etc` with a tmpfs upper; with a read-only sysroot, a
+//!     bind of its own so that remount can make it writable;
+//!  7. without systemd (PID 1 mode), bind `/var` from the stateroot (with
+//!     systemd, the generator's var.mount does it);
+//!  8. write `/run/ostree-booted` with `backing-root-device-inode` and flags;
+//!  9. move the deployment onto SYSROOT and the physical root to
+//!     SYSROOT/sysroot (three moves through SYSROOT.tmp);
+//! 10. make SYSROOT/sysroot read-only when asked, and private.
+//! `/boot` is left to the generator's boot.mount, as newer libostree does.
+//! Any failure undoes every mount made (`MountUndo`).
+
+use std::os::unix::fs::MetadataExt;
+
+use anyhow::{anyhow, bail, Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use cap_std_ext::cap_std::{self, fs::Dir};
+use cap_std_ext::dirext::CapStdExtDirExt;
+
+use super::mount::{MountUndo, MS_BIND, MS_MOVE, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, MS_SILENT};
+use crate::formats::kargs::Kargs;
+use crate::formats::keyfile::KeyFile;
+use crate::formats::names::{parse_deploy_name, valid_stateroot};
+use crate::formats::prepareroot::{Composefs, PrepareRootConfig};
+use crate::formats::runstate::Booted;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where the physical root is mounted (`/sysroot` in the initramfs).
+    pub sysroot: Utf8PathBuf,
+    /// The kernel command line.
+    pub cmdline: String,
+    /// Where to write `ostree-booted` (`/run`).
+    pub run_dir: Utf8PathBuf,
+    /// PID 1 mode: no systemd to mount /var.
+    pub bind_var: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// Relative to the sysroot: `ostree/deploy/$stateroot/deploy/$name`.
+    pub deployment: Utf8PathBuf,
+    pub stateroot: String,
+}
+
+/// Step 1: the deployment named by `ostree=`.
+pub fn resolve(root: &Dir, sysroot: &Utf8Path, cmdline: &str) -> Result<Resolved> {
+    let kargs = Kargs::parse(cmdline).map_err(|e| anyhow!("kernel command line: {e}"))?;
+    let value = kargs
+        .get("ostree")
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| anyhow!("no ostree= argument on the kernel command line"))?
+        .trim_matches('"')
+        .to_string();
+    let rel = value.trim_start_matches('/').trim_end_matches('/');
+    if !rel.starts_with("ostree/boot.") && !rel.starts_with("ostree/deploy/") {
+        bail!("ostree={value}: not a /ostree/boot.N/... path");
+    }
+    let meta = root
+        .symlink_metadata_optional(rel)
+        .with_context(|| format!("ostree={value}"))?
+        .ok_or_else(|| anyhow!("ostree={value}: {sysroot}/{rel} does not exist"))?;
+    if !meta.file_type().is_symlink() {
+        bail!("ostree={value}: {sysroot}/{rel} is not a symlink");
+    }
+    // Resolved inside the sysroot: an absolute or escaping link is an error.
+    let resolved = root
+        .canonicalize(rel)
+        .map_err(|e| anyhow!("ostree={value}: resolving {sysroot}/{rel}: {e} (a dangling link, or one that leaves the sysroot)"))?;
+    let resolved = Utf8PathBuf::try_from(resolved).map_err(|_| anyhow!("ostree={value}: target is not UTF-8"))?;
+    let parts: Vec<&str> = resolved.as_str().split('/').collect();
+    match parts.as_slice() {
+        ["ostree", "deploy", os, "deploy", name] if valid_stateroot(os) && parse_deploy_name(name).is_some() => {
+            if !root.symlink_metadata(&resolved)?.is_dir() {
+                bail!("ostree={value}: {sysroot}/{resolved} is not a directory");
+            }
+            Ok(Resolved { deployment: resolved.clone(), stateroot: os.to_string() })
+        }
+        _ => bail!("ostree={value}: resolves to {sysroot}/{resolved}, which is not a deployment in ostree/deploy/"),
+    }
+}
+
+/// Step 2: prepare-root.conf of the deployment, and the repository's
+/// `[sysroot] readonly` (libostree 2022.7 reads it there). Warnings are printed.
+pub fn read_config(root: &Dir, deployment: &Utf8Path) -> Result<PrepareRootConfig> {
+    let mut c = PrepareRootConfig::default();
+    if let Some(t) = root.read_to_string_optional("ostree/repo/config")? {
+        if let Ok(kf) = KeyFile::parse(&t) {
+            if let Ok(Some(v)) = kf.get_bool("sysroot", "readonly") {
+                c.sysroot_readonly = v;
+            }
+        }
+    }
+    for f in ["usr/lib/ostree/prepare-root.conf", "etc/ostree/prepare-root.conf"] {
+        let p = deployment.join(f);
+        if let Some(t) = root.read_to_string_optional(&p)? {
+            for w in c.apply(&t).map_err(|e| anyhow!("/{f} of the deployment: {e}"))? {
+                log(&format!("warning: /{f}: {w}"));
+            }
+        }
+    }
+    if c.composefs == Composefs::Yes {
+        bail!("composefs is required by prepare-root.conf ([composefs] enabled), but treeboot does not support composefs");
+    }
+    Ok(c)
+}
+
+/// A message to stderr and, in the initramfs, the kernel log.
+pub fn log(msg: &str) {
+    eprintln!("treeboot-prepare-root: {msg}");
+    if std::process::id() == 1 || Utf8Path::new("/etc/initrd-release").exists() {
+        if let Ok(mut k) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+            use std::io::Write;
+            let _ = writeln!(k, "<3>treeboot-prepare-root: {msg}");
+        }
+    }
+}
+
+fn require_dir(root: &Dir, rel: &Utf8Path, what: &str) -> Result<()> {
+    match root.symlink_metadata_optional(rel)? {
+        Some(m) if m.is_dir() => Ok(()),
+        Some(_) => bail!("{what}: {rel} is not a directory (a symlink or a file)"),
+        None => bail!("{what}: {rel} does not exist"),
+    }
+}
+
+/// The whole sequence; returns the record written to `ostree-booted`.
+pub fn prepare_root(opts: &Options) -> Result<Booted> {
+    let sysroot = &opts.sysroot;
+    let root = Dir::open_ambient_dir(sysroot, cap_std::ambient_authority())
+        .with_context(|| format!("Opening the sysroot {sysroot}"))?;
+    let r = resolve(&root, sysroot, &opts.cmdline)?;
+    let drel = &r.deployment;
+    require_dir(&root, &drel.join("usr"), "the deployment has no /usr")?;
+    let config = read_config(&root, drel)?;
+    if !config.root_transient {
+        require_dir(&root, &drel.join("sysroot"), "the deployment has no /sysroot mount point")?;
+    }
+    if !config.etc_transient {
+        require_dir(&root, &drel.join("etc"), "the deployment has no /etc")?;
+    }
+    let deploy = sysroot.join(drel);
+    let st = std::fs::metadata(&deploy).with_context(|| format!("stat {deploy}"))?;
+    let booted = Booted {
+        backing_root_device_inode: Some((st.dev(), st.ino())),
+        sysroot_ro: config.sysroot_readonly,
+        transient_etc: None,
+        root_transient: config.root_transient,
+        composefs: false,
+    };
+    let mut booted = booted;
+    let mut undo = MountUndo::default();
+
+    // 3. `/` private: the kernel refuses to move mounts under a shared parent.
+    super::mount::mount(None, Utf8Path::new("/"), None, MS_REC | MS_PRIVATE | MS_SILENT, None)
+        .context("Making / private")?;
+    // 4. The deployment, bound onto itself so that it is a mount we can move.
+    undo.mount(Some(deploy.as_str()), &deploy, None, MS_BIND | MS_SILENT, None)?;
+    let run_private = opts.run_dir.join("treeboot");
+    if config.root_transient {
+        std::fs::create_dir_all(&run_private)?;
+        let t = run_private.join("root");
+        std::fs::create_dir_all(&t)?;
+        undo.mount(Some("tmpfs"), &t, Some("tmpfs"), MS_SILENT, Some("mode=0755"))?;
+        std::fs::create_dir_all(t.join("upper"))?;
+        std::fs::create_dir_all(t.join("work"))?;
+        let data = format!("lowerdir={deploy},upperdir={t}/upper,workdir={t}/work");
+        undo.mount(Some("overlay"), &deploy, Some("overlay"), MS_SILENT, Some(&data))?;
+        for d in ["sysroot"] {
+            std::fs::create_dir_all(deploy.join(d))?;
+        }
+    } else {
+        // 5. /usr read-only.
+        let usr = deploy.join("usr");
+        undo.mount(Some(usr.as_str()), &usr, None, MS_BIND | MS_SILENT, None)?;
+        undo.mount(Some(usr.as_str()), &usr, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_SILENT, None)?;
+    }
+    // 6. /etc.
+    let etc = deploy.join("etc");
+    if config.etc_transient {
+        std::fs::create_dir_all(&run_private)?;
+        let t = run_private.join("etc");
+        std::fs::create_dir_all(&t)?;
+        undo.mount(Some("tmpfs"), &t, Some("tmpfs"), MS_SILENT, Some("mode=0755"))?;
+        std::fs::create_dir_all(t.join("upper"))?;
+        std::fs::create_dir_all(t.join("work"))?;
+        std::fs::create_dir_all(&etc).ok();
+        let data = format!("lowerdir={deploy}/usr/etc,upperdir={t}/upper,workdir={t}/work");
+        undo.mount(Some("overlay"), &etc, Some("overlay"), MS_SILENT, Some(&data))?;
+        booted.transient_etc = Some(t.join("upper").to_string());
+    } else if config.sysroot_readonly {
+        undo.mount(Some(etc.as_str()), &etc, None, MS_BIND | MS_SILENT, None)?;
+    }
+    // 7. /var without systemd.
+    if opts.bind_var {
+        let var_src = sysroot.join(format!("ostree/deploy/{}/var", r.stateroot));
+        let var = deploy.join("var");
+        undo.mount(Some(var_src.as_str()), &var, None, MS_BIND | MS_SILENT, None)?;
+    }
+    // 8. The record tools read to find the booted deployment.
+    write_booted(&opts.run_dir, &booted)?;
+    // 9. Three moves, as libostree does, because /sysroot cannot be moved
+    //    under itself: the deployment to SYSROOT.tmp, the physical root into
+    //    its `sysroot`, then SYSROOT.tmp to SYSROOT.
+    let tmp = Utf8PathBuf::from(format!("{sysroot}.tmp"));
+    let moved = (|| -> Result<()> {
+        std::fs::create_dir(&tmp).with_context(|| format!("Creating {tmp}"))?;
+        super::mount::mount(Some(deploy.as_str()), &tmp, None, MS_MOVE | MS_SILENT, None)?;
+        let inner = tmp.join("sysroot");
+        if let Err(e) = super::mount::mount(Some(sysroot.as_str()), &inner, None, MS_MOVE | MS_SILENT, None) {
+            // Put the deployment back where the undo list expects it.
+            let _ = super::mount::mount(Some(tmp.as_str()), &deploy, None, MS_MOVE | MS_SILENT, None);
+            return Err(e.into());
+        }
+        if let Err(e) = super::mount::mount(Some(tmp.as_str()), sysroot, None, MS_MOVE | MS_SILENT, None) {
+            let _ = super::mount::mount(Some(inner.as_str()), sysroot, None, MS_MOVE | MS_SILENT, None);
+            let _ = super::mount::mount(Some(tmp.as_str()), &deploy, None, MS_MOVE | MS_SILENT, None);
+            return Err(e.into());
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir(&tmp);
+    if let Err(e) = moved {
+        let _ = std::fs::remove_file(opts.run_dir.join("ostree-booted"));
+        return Err(e.context(format!("Moving the deployment onto {sysroot}")));
+    }
+    undo.commit();
+    // 10. The physical root, now at SYSROOT/sysroot: read-only if asked, and
+    //     private so that mounts under /var do not propagate into it.
+    let inner = sysroot.join("sysroot");
+    if config.sysroot_readonly {
+        super::mount::mount(Some(inner.as_str()), &inner, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_SILENT, None)
+            .context("Making /sysroot read-only")?;
+    }
+    super::mount::mount(Some("none"), &inner, None, MS_PRIVATE | MS_SILENT, None).context("Making /sysroot private")?;
+    Ok(booted)
+}
+
+fn write_booted(run_dir: &Utf8Path, b: &Booted) -> Result<()> {
+    std::fs::create_dir_all(run_dir)?;
+    let d = Dir::open_ambient_dir(run_dir, cap_std::ambient_authority())?;
+    use cap_std_ext::cap_std::fs::{Permissions, PermissionsExt};
+    d.atomic_write_with_perms("ostree-booted", b.serialize(), Permissions::from_mode(0o644))
+        .with_context(|| format!("Writing {run_dir}/ostree-booted"))
+}

@@ -85,9 +85,13 @@ pub fn find_kernel(deploy: &Dir, display: &str) -> Result<Kernel> {
     let kver = match found.as_slice() {
         [one] => one.clone(),
         [] => {
-            if deploy.symlink_metadata_optional("usr/lib/ostree-boot")?.is_some()
-                || deploy.symlink_metadata_optional("boot")?.is_some()
-            {
+            let legacy = |dir: &str| -> Result<bool> {
+                Ok(match deploy.open_dir_optional(dir)? {
+                    Some(d) => fsutil::read_names(&d)?.iter().any(|n| n.to_string_lossy().starts_with("vmlinuz-")),
+                    None => false,
+                })
+            };
+            if legacy("usr/lib/ostree-boot")? || legacy("boot")? {
                 bail!("{display}: no usr/lib/modules/$kver/vmlinuz (kernels only in the legacy usr/lib/ostree-boot or /boot layout are not supported)");
             }
             bail!("{display}: the commit has no kernel (expected usr/lib/modules/$kver/vmlinuz)");

@@ -19,10 +19,15 @@ fn maxrss_kib() -> i64 {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--merge") {
+        return merge(Path::new(&args[2]), args[3].parse().unwrap());
+    }
     let n: usize = std::env::args().nth(1).map(|s| s.parse().unwrap()).unwrap_or(20_000);
     let base = tempfile::Builder::new().prefix("treeboot-etcbench-").tempdir_in("/var/tmp").unwrap();
     let (old, cur, new, out) = (base.path().join("old"), base.path().join("cur"), base.path().join("new"), base.path().join("out"));
     std::fs::create_dir_all(&out).unwrap();
+    let _ = &out;
     let t = Instant::now();
     for i in 0..n {
         let rel = format!("d{:03}/f{i:05}.conf", i % 200);
@@ -45,13 +50,28 @@ fn main() {
         put(&cur.join(format!("d{:03}/added{i:04}.conf", i % 200)), b"added\n");
     }
     eprintln!("built trees in {:.1}s", t.elapsed().as_secs_f64());
+    // The merge runs in a child process of its own, so that its peak RSS is
+    // not the building's.
+    let out_s = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("--merge")
+        .arg(base.path())
+        .arg(n.to_string())
+        .output()
+        .unwrap();
+    assert!(out_s.status.success(), "{}", String::from_utf8_lossy(&out_s.stderr));
+    print!("{}", String::from_utf8_lossy(&out_s.stdout));
+    let _ = std::process::Command::new("chattr").args(["-R", "-i"]).arg(base.path()).status();
+}
+
+fn merge(base: &Path, n: usize) {
+    let (old, cur, new, out) = (base.join("old"), base.join("cur"), base.join("new"), base.join("out"));
     let dir = |p: &Path| Dir::open_ambient_dir(p, ambient_authority()).unwrap();
-    // Drop the page cache effect of building: read once.
     let t = Instant::now();
     let plan = treeboot::etcmerge::plan(&dir(&old), &dir(&cur), &dir(&new)).unwrap();
     let plan_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    treeboot::etcmerge::copy_tree(&dir(&new), &dir(&out), "etc").unwrap();
+    // What deploy does: copy the defaults the merge keeps, then apply.
+    treeboot::etcmerge::copy_defaults_for(&plan, &dir(&new), &dir(&out), "etc").unwrap();
     let copy_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let stats = treeboot::etcmerge::apply(&plan, &dir(&cur), &dir(&out.join("etc"))).unwrap();
@@ -67,5 +87,4 @@ fn main() {
         maxrss_kib()
     );
     assert_eq!(stats.removed, 500);
-    let _ = std::process::Command::new("chattr").args(["-R", "-i"]).arg(base.path()).status();
 }

@@ -1,25 +1,73 @@
-//! Named crash points between the mutating steps of writing operations.
+//! Named crash points between the mutating steps of writing operations,
+//! with the `fail` crate, behind the cargo feature `failpoints` (never in
+//! release builds; without the feature `hit` compiles to nothing).
 //!
-//! With the `failpoints` cargo feature, `TREEBOOT_FAILPOINT=NAME` makes the
-//! process abort (as a power cut or `kill -9` would) when it reaches step
-//! NAME, and `TREEBOOT_FAILPOINT_LOG=FILE` appends each step's name as it is
-//! passed, which is how the crash tests enumerate them. Without the feature
-//! this compiles to nothing.
+//! `FAILPOINTS='swap::rename-loader=return'` makes the process abort (as a
+//! power cut or `kill -9` would: no destructor runs) when it reaches that
+//! step; `N*off->return` aborts at its (N+1)th hit. `TREEBOOT_FAILPOINT_LOG=FILE`
+//! appends each step's name as it is passed, which is how the crash tests
+//! enumerate them. `treeboot-writer --list-failpoints` prints [`ALL`].
+
+/// Every failpoint, in the order of the operations' steps.
+pub const ALL: &[&str] = &[
+    "deploy::checkout",
+    "deploy::etc",
+    "etcmerge::action",
+    "deploy::origin",
+    "deploy::kernel",
+    "kernel::before-file",
+    "kernel::before-rename",
+    "kernel::after-rename",
+    "deploy::immutable",
+    "swap::links-only::before-bootlinks",
+    "swap::links-only::before-sync",
+    "swap::links-only::before-rename",
+    "swap::links-only::after-rename",
+    "swap::remove-stale",
+    "swap::write-entries",
+    "swap::after-entry",
+    "swap::write-bootlinks",
+    "swap::bootlink",
+    "swap::swap-bootlinks",
+    "swap::write-grub",
+    "swap::loader-tmp",
+    "swap::sync",
+    "swap::rename-loader",
+    "swap::sync-boot",
+    "swap::done",
+    "refs::write",
+    "cleanup::boot-versions",
+    "cleanup::deployment",
+    "cleanup::kernel",
+    "cleanup::refs",
+    "cleanup::prune",
+    "pin::write-origin",
+    "stage::prepare",
+    "stage::write-record",
+    "finalize::remove-record",
+    "finalize::etc",
+    "finalize::swap",
+    "undeploy::remove-record",
+];
 
 #[cfg(feature = "failpoints")]
 pub fn hit(name: &str) {
     use std::io::Write;
-    if let Ok(log) = std::env::var("TREEBOOT_FAILPOINT_LOG") {
+    debug_assert!(ALL.contains(&name), "failpoint {name} is not listed in failpoint::ALL");
+    if let Some(log) = std::env::var_os("TREEBOOT_FAILPOINT_LOG") {
         if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
             let _ = writeln!(f, "{name}");
         }
     }
-    if std::env::var("TREEBOOT_FAILPOINT").as_deref() == Ok(name) {
+    fail::fail_point!(name, |_| {
         eprintln!("failpoint {name}: aborting");
-        std::process::abort();
-    }
+        std::process::abort()
+    });
 }
 
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub fn hit(_name: &str) {}
+
+/// Whether this build has failpoints (the crash tests need them).
+pub const ENABLED: bool = cfg!(feature = "failpoints");

@@ -4,6 +4,17 @@
 use clap::Parser;
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--list-failpoints") {
+        for f in treeboot::failpoint::ALL {
+            println!("{f}");
+        }
+        if !treeboot::failpoint::ENABLED {
+            eprintln!("(this build has no failpoints: build with --features failpoints)");
+        }
+        return;
+    }
+    #[cfg(feature = "failpoints")]
+    let _scenario = fail::FailScenario::setup();
     let cli = treeboot::cli::Cli::parse();
     let r = match treeboot::cli::run_reader(cli) {
         Ok(None) => Ok(()),

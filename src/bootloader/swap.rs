@@ -190,6 +190,7 @@ fn write_bootlinks(ostree: &Dir, bv: u32, sub: u32, list: &[BootDeployment], ser
     for (d, serial) in list.iter().zip(serials) {
         let sub = format!("{}/{}", d.stateroot, d.bootcsum);
         links.create_dir_all(&sub)?;
+        failpoint::hit("swap::bootlink");
         let target = format!("../../../deploy/{}/deploy/{}.{}", d.stateroot, d.csum, d.serial);
         links
             .symlink(&target, format!("{sub}/{serial}"))

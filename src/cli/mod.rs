@@ -127,6 +127,11 @@ pub enum Cmd {
     },
     /// Report a finalize failure of the previous shutdown (treeboot-boot-complete.service).
     BootComplete,
+    /// Check that the sysroot is bootable; report every problem.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
     /// Make a deployment the default.
     SetDefault { index: usize },
     /// Make the previous deployment the default.
@@ -189,6 +194,10 @@ pub fn run_reader(cli: Cli) -> Result<Option<Cli>> {
                 print_json(&st)?;
             } else {
                 print!("{}", ops::status::render(&st));
+                let v = ops::verify::verify(&sysroot)?;
+                if !v.bootable() {
+                    crate::say!("warning: `treeboot verify` finds {} problem(s): the sysroot may not boot", v.errors.len());
+                }
             }
         }
         Cmd::Kargs { ref append, ref delete, ref replace, deployment }
@@ -209,6 +218,17 @@ pub fn run_reader(cli: Cli) -> Result<Option<Cli>> {
             }
         }
         Cmd::FinalizeStaged { hold: true } => hold_boot(&sysroot)?,
+        Cmd::Verify { json } => {
+            let r = ops::verify::verify(&sysroot)?;
+            if json {
+                print_json(&r)?;
+            } else {
+                print!("{}", ops::verify::render(&r));
+            }
+            if !r.bootable() {
+                std::process::exit(1);
+            }
+        }
         Cmd::Etc(EtcCmd::Diff { deployment, json }) => etc_diff(&sysroot, deployment, json)?,
         _ => return Ok(Some(cli)),
     }

@@ -53,7 +53,7 @@ pub fn run_writer(cli: Cli) -> Result<()> {
         Cmd::LockFinalization { unlock } => {
             ops::stage::lock_finalization(unlock)?;
         }
-        Cmd::BootComplete => unreachable!("a reader"),
+        Cmd::BootComplete | Cmd::Verify { .. } => unreachable!("a reader"),
         Cmd::SetDefault { index } => {
             let mut w = Writer::open(&sysroot)?;
             if ops::lifecycle::set_default(&mut w, index)? {

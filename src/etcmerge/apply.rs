@@ -168,6 +168,7 @@ pub fn apply(plan: &Plan, current: impl AsFd, new_etc: impl AsFd) -> Result<Appl
     let mut stats = ApplyStats::default();
     let mut parents: Option<(PathBuf, OwnedFd, OwnedFd)> = None;
     for action in &plan.actions {
+        crate::failpoint::hit("etcmerge::action");
         if !matches!(action, Action::Copy { .. }) {
             // Removals and new directories change the tree: reopen after them.
             parents = None;

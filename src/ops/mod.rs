@@ -7,6 +7,7 @@ pub mod init;
 pub mod lifecycle;
 pub mod stage;
 pub mod status;
+pub mod verify;
 
 use anyhow::{anyhow, Context, Result};
 use cap_std_ext::cap_std::fs::Dir;
@@ -134,6 +135,7 @@ pub fn commit_list(w: &mut Writer, list: &[BootDeployment]) -> Result<SwapResult
     );
     crate::timing::step("swap");
     let csums: Vec<String> = list.iter().map(|d| d.csum.clone()).collect();
+    crate::failpoint::hit("refs::write");
     w.repo.set_deployment_refs(r.bootversion, r.subbootversion, &csums)?;
     crate::timing::step("refs");
     // Pruning walks every reachable object: only worth it when a commit

@@ -242,7 +242,8 @@ pub fn in_booted_namespace(sysroot: &Path, booted_index: usize, script: &str) ->
         backing_root_device_inode: Some((m.dev(), m.ino())),
         ..Default::default()
     };
-    let bfile = sysroot.parent().unwrap().join(format!("ostree-booted-{}", std::process::id()));
+    // One record file per sysroot: tests run namespaces in parallel.
+    let bfile = sysroot.with_file_name(format!("{}.ostree-booted", sysroot.file_name().unwrap().to_string_lossy()));
     std::fs::write(&bfile, rec.serialize()).unwrap();
     let full = format!(
         "set -euo pipefail\nmount -t tmpfs tmpfs /run\ncp {} /run/ostree-booted\n{}",

@@ -376,6 +376,19 @@ pub fn deploy(w: &mut Writer, refspec: &str, opts: &DeployOpts) -> Result<Prepar
             }
         }
     }
-    commit_list(w, &list)?;
+    if let Err(e) = commit_list(w, &list) {
+        // Failed before the new list went live (a full /boot, say): the
+        // new deployment, its kernel and the half-written boot version are
+        // not referenced; remove them now rather than at the next cleanup.
+        if let Ok(s) = crate::sysroot::Sysroot::load(&w.sysroot.path.clone()) {
+            if !s.deployments.iter().any(|d| d.csum == p.checksum && d.serial == p.serial && d.stateroot == p.stateroot) {
+                w.sysroot = s;
+                if let Err(ce) = super::cleanup::cleanup_with(w, false) {
+                    eprintln!("warning: removing what the failed deploy left: {ce:#}");
+                }
+            }
+        }
+        return Err(e);
+    }
     Ok(p)
 }

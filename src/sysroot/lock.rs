@@ -4,7 +4,9 @@
 //! with strace) on `ostree/lock`; other tools use `flock()`. The two kinds do
 //! not see each other on Linux, so treeboot takes both, OFD first: it then
 //! excludes `ostree admin` and any flock user, and two treeboots cannot
-//! deadlock because each takes the locks in the same order.
+//! deadlock because each takes the locks in the same order. libostree
+//! unlinks the file when it lets go, so a lock won on a file that no longer
+//! has a name is retried on the new one (as libglnx does).
 
 use std::os::fd::AsRawFd;
 
@@ -43,13 +45,23 @@ impl SysrootLock {
     pub fn acquire(root: &Dir) -> Result<Self> {
         let mut opts = OpenOptions::new();
         opts.read(true).write(true).create(true).mode(0o600);
-        let file = root.open_with("ostree/lock", &opts)?;
-        let fd = file.as_raw_fd();
-        if !ofd_lock(fd, false)? {
-            eprintln!("Waiting for another writer to release ostree/lock...");
-            ofd_lock(fd, true)?;
+        let mut said = false;
+        loop {
+            let file = root.open_with("ostree/lock", &opts)?;
+            let fd = file.as_raw_fd();
+            if !ofd_lock(fd, false)? {
+                if !said {
+                    eprintln!("Waiting for another writer to release ostree/lock...");
+                    said = true;
+                }
+                ofd_lock(fd, true)?;
+            }
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+            // libostree unlinks the lock file when it releases it: a lock
+            // won on the unlinked file protects nothing. Start over then.
+            if rustix::fs::fstat(&file)?.st_nlink > 0 {
+                return Ok(Self { _file: file });
+            }
         }
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
-        Ok(Self { _file: file })
     }
 }

@@ -130,8 +130,28 @@ pub fn read_origin(root: &Dir, path: &Utf8Path) -> Result<Option<KeyFile>> {
 
 impl Sysroot {
     /// Open the sysroot at `path` and load its deployments.
+    ///
+    /// Readers take no lock, so a writer may swap and clean up while we
+    /// read: if loading fails and `boot/loader` changed meanwhile, what we
+    /// read was being replaced, and we read again.
     #[context("Loading sysroot {path}")]
     pub fn load(path: &Utf8Path) -> Result<Self> {
+        let loader = || std::fs::read_link(path.join("boot/loader")).ok();
+        let mut tries = 0;
+        loop {
+            let before = loader();
+            match Self::load_once(path) {
+                Ok(s) => return Ok(s),
+                Err(e) if tries < 5 && loader() != before => {
+                    tries += 1;
+                    let _ = e;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn load_once(path: &Utf8Path) -> Result<Self> {
         let root = Dir::open_ambient_dir(path, cap_std::ambient_authority())
             .with_context(|| format!("Opening {path}"))?;
         if root.symlink_metadata_optional("ostree/deploy")?.is_none() {

@@ -1,0 +1,139 @@
+//! A full /boot and concurrent writers.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::Command;
+
+/// A tree whose kernel and initramfs take 1 MiB each.
+fn big_kernel_commit(s: &Scratch, root: &Path) {
+    let t = s.join("tree-big");
+    make_tree(&t, "big", "big");
+    let mut k = vec![0u8; 1 << 20];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = (i * 7 % 251) as u8;
+    }
+    std::fs::write(t.join("usr/lib/modules/6.1.0-test/vmlinuz"), &k).unwrap();
+    k.reverse();
+    std::fs::write(t.join("usr/lib/modules/6.1.0-test/initramfs.img"), &k).unwrap();
+    commit(&root.join("ostree/repo"), "testos/big", &t, "9.0");
+}
+
+/// Run `deploy testos/big` with /boot on a 4 MiB tmpfs that has `free`
+/// bytes left. Returns (exit code, stdout of the script, stderr).
+fn deploy_on_full_boot(s: &Scratch, base: &Path, tag: &str, free: u64, skip_check: bool) -> (i32, String, String) {
+    let root = s.join(tag);
+    copy_sysroot(base, &root);
+    let script = format!(r#"
+set -eu
+cp -a "$S/boot" "$S/../{tag}.boot-copy"
+mount -t tmpfs -o size=4m tmpfs "$S/boot"
+cp -a "$S/../{tag}.boot-copy/." "$S/boot/"
+avail=$(($(stat -f -c '%a*%S' "$S/boot")))
+fill=$((avail - {free}))
+if [ $fill -gt 0 ]; then head -c $fill /dev/zero > "$S/boot/filler" 2>/dev/null || true; fi
+set +e
+{env} $TB --sysroot $S deploy testos/big > /dev/null
+echo "rc=$?"
+$TB --sysroot $S verify > /dev/null && echo "verify=ok"
+$TB --sysroot $S status --json | python3 -c 'import json,sys; print("default=" + json.load(sys.stdin)["deployments"][0]["version"])'
+ls -a $S/boot/ostree | grep -c '^\.tmp-' | sed 's/^/tmpdirs=/'
+ls $S/ostree/deploy/testos/deploy | wc -l | sed 's/^/deploydir=/'
+"#, env = if skip_check { "TREEBOOT_TEST_NO_SPACE_CHECK=1" } else { "" });
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "bash", "-c", &script])
+        .env("TB", treeboot_bin())
+        .env("S", &root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rc = stdout.lines().find_map(|l| l.strip_prefix("rc=")).and_then(|r| r.parse().ok()).unwrap_or(-1);
+    (rc, stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn full_boot_never_breaks_the_old_default() {
+    assert!(treeboot::failpoint::ENABLED, "needs --features failpoints (to let writes reach ENOSPC past the up-front check)");
+    let s = Scratch::new("fullboot");
+    let base = sysroot_with_commits(&s);
+    run(tb(&base).args(["deploy", "testos/v1"]));
+    big_kernel_commit(&s, &base);
+    // Refused up front, with the sizes, when the space is known to be short.
+    let (rc, out, err) = deploy_on_full_boot(&s, &base, "upfront", 1 << 20, false);
+    assert_eq!(rc, 5, "{out} {err}");
+    assert!(err.contains("not enough space in /boot") && err.contains("2048 KiB"), "{err}");
+    assert!(out.contains("verify=ok") && out.contains("default=1.0") && out.contains("deploydir=2"), "{out}");
+    // Past the check, every write in turn meets ENOSPC: coarse steps, then
+    // page by page around the size of the kernel files plus the entries.
+    let need: u64 = 2 << 20;
+    let mut frees: Vec<u64> = (0..8).map(|i| i * (need / 8)).collect();
+    frees.extend((0..24).map(|i| need - 8192 + i * 4096));
+    let (mut failed, mut succeeded) = (0, 0);
+    for (i, free) in frees.iter().enumerate() {
+        let (rc, out, err) = deploy_on_full_boot(&s, &base, &format!("run{i}"), *free, true);
+        assert!(out.contains("verify=ok"), "free={free}: not bootable: {out} {err}");
+        assert!(out.contains("tmpdirs=0"), "free={free}: a half-made kernel directory was left: {out}");
+        if rc == 0 {
+            succeeded += 1;
+            assert!(out.contains("default=9.0"), "{out}");
+        } else {
+            failed += 1;
+            assert!(out.contains("default=1.0"), "free={free}: the old default changed: {out}");
+            assert!(err.contains("/boot"), "free={free}: the error does not name /boot: {err}");
+            assert!(out.contains("deploydir=2"), "free={free}: the new deployment was left: {out}");
+        }
+    }
+    println!("full /boot: {} runs, {failed} failed cleanly with ENOSPC, {succeeded} succeeded", frees.len());
+    assert!(failed >= 8 && succeeded >= 1, "{failed} failed, {succeeded} succeeded");
+}
+
+#[test]
+fn concurrent_writers_and_readers() {
+    let s = Scratch::new("concurrent");
+    let root = sysroot_with_commits(&s);
+    run(tb(&root).args(["deploy", "--karg", "root=LABEL=root", "testos/v1"]));
+    let rounds = 6;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let reads = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|sc| {
+        // Readers: status must always succeed and show a whole list.
+        for r in 0..2 {
+            let (root, stop, reads) = (&root, &stop, &reads);
+            sc.spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let out = if r == 0 {
+                        tb(root).args(["status", "--json"]).output().unwrap()
+                    } else {
+                        ostree_admin(root).arg("status").output().unwrap()
+                    };
+                    assert!(out.status.success(), "reader {r} failed: {}", String::from_utf8_lossy(&out.stderr));
+                    reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+        // Four writers, treeboot and ostree admin mixed.
+        let mut handles = Vec::new();
+        for w in 0..4 {
+            let root = &root;
+            handles.push(sc.spawn(move || {
+                for i in 0..rounds {
+                    let v = ["testos/v1", "testos/v2", "testos/v3"][(w + i) % 3];
+                    let out = match w {
+                        0 => tb(root).args(["deploy", v]).output().unwrap(),
+                        1 => ostree_admin(root).args(["deploy", "--os=testos", v]).output().unwrap(),
+                        2 => tb(root).args(["kargs", "--append", &format!("w{w}r{i}=1")]).output().unwrap(),
+                        _ => ostree_admin(root).args(["deploy", "--os=testos", "--retain", v]).output().unwrap(),
+                    };
+                    assert!(out.status.success(), "writer {w} round {i}: {}", String::from_utf8_lossy(&out.stderr));
+                }
+            }));
+        }
+        for h in handles {
+            h.join().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    run(tb(&root).arg("verify"));
+    assert_eq!(ostree_status_names(&root), treeboot_status_names(&root));
+    println!("concurrency: 4 writers x {rounds} rounds, {} reads, verify ok", reads.load(std::sync::atomic::Ordering::SeqCst));
+}

@@ -1,0 +1,1 @@
+mknod "$ETC/null-dev" c 1 3

@@ -1,0 +1,1 @@
+rm -rf "$ETC/ssh"; echo file > "$ETC/ssh"

@@ -1,0 +1,2 @@
+touch "$ETC/new
+line"

@@ -1,0 +1,1 @@
+touch "$ETC/$(printf "bad\377name")"

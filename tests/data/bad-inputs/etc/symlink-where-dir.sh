@@ -1,0 +1,1 @@
+rm -rf "$ETC/default-only"; ln -s /tmp "$ETC/default-only"

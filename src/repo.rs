@@ -14,6 +14,31 @@ pub struct Repo {
     repo: ostree::Repo,
 }
 
+/// What the writing operations need from the object store. Operations hold
+/// it as a trait object, so that the code paths that never construct one
+/// (finalize at shutdown, in the libc-only `treeboot` binary) do not link
+/// libostree.
+pub trait ObjectStore {
+    /// A refspec or checksum to a commit checksum.
+    fn resolve(&self, refspec: &str) -> Result<String>;
+    /// Hardlink checkout of a commit as `dest/name`.
+    fn checkout(&self, csum: &str, dest: &Dir, name: &str) -> Result<()>;
+    /// Remove unreachable objects: (count, bytes).
+    fn prune(&self) -> Result<(i32, u64)>;
+}
+
+impl ObjectStore for Repo {
+    fn resolve(&self, refspec: &str) -> Result<String> {
+        Repo::resolve(self, refspec)
+    }
+    fn checkout(&self, csum: &str, dest: &Dir, name: &str) -> Result<()> {
+        Repo::checkout(self, csum, dest, name)
+    }
+    fn prune(&self) -> Result<(i32, u64)> {
+        Repo::prune(self)
+    }
+}
+
 fn is_checksum(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
@@ -67,24 +92,6 @@ impl Repo {
         self.repo
             .checkout_at(Some(&opts), dest.as_fd().as_raw_fd(), name, csum, gio::Cancellable::NONE)
             .with_context(|| format!("checkout of {csum} into {name}"))?;
-        Ok(())
-    }
-
-    /// Replace all `ostree/*` refs by `ostree/B/S/I` for each deployment, as
-    /// libostree does after writing a deployment list.
-    #[context("Writing ostree/ refs")]
-    pub fn set_deployment_refs(&self, bootversion: u32, subbootversion: u32, csums: &[String]) -> Result<()> {
-        let existing = self.repo.list_refs(Some("ostree"), gio::Cancellable::NONE)?;
-        for name in existing.keys() {
-            let full = format!("ostree/{name}");
-            self.repo
-                .set_ref_immediate(None, &full, None, gio::Cancellable::NONE)?;
-        }
-        for (i, c) in csums.iter().enumerate() {
-            let r = format!("ostree/{bootversion}/{subbootversion}/{i}");
-            self.repo
-                .set_ref_immediate(None, &r, Some(c), gio::Cancellable::NONE)?;
-        }
         Ok(())
     }
 

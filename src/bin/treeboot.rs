@@ -20,6 +20,9 @@ fn writer_path() -> std::path::PathBuf {
 fn main() {
     // Like any filter: `treeboot status | head -1` ends quietly.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // finalize-staged runs here: its failpoints too.
+    #[cfg(feature = "failpoints")]
+    let _scenario = fail::FailScenario::setup();
     let cli = treeboot::cli::Cli::parse();
     match treeboot::cli::run_reader(cli) {
         Ok(None) => {}

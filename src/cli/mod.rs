@@ -218,6 +218,10 @@ pub fn run_reader(cli: Cli) -> Result<Option<Cli>> {
             }
         }
         Cmd::FinalizeStaged { hold: true } => hold_boot(&sysroot)?,
+        // Finalize runs here, without libostree (see ops::stage::finalize).
+        Cmd::FinalizeStaged { hold: false } => {
+            ops::stage::finalize(&sysroot)?;
+        }
         Cmd::Verify { json } => {
             let r = ops::verify::verify(&sysroot)?;
             if json {

@@ -47,9 +47,7 @@ pub fn run_writer(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Cmd::FinalizeStaged { .. } => {
-            ops::stage::finalize(&sysroot)?;
-        }
+        Cmd::FinalizeStaged { .. } => unreachable!("runs in treeboot itself"),
         Cmd::LockFinalization { unlock } => {
             ops::stage::lock_finalization(unlock)?;
         }

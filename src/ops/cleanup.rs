@@ -129,12 +129,14 @@ pub fn cleanup_with(w: &mut Writer, prune: bool) -> Result<CleanupStats> {
     failpoint::hit("cleanup::refs");
     let csums: Vec<String> = s.deployments.iter().map(|d| d.csum.clone()).collect();
     if has_loader {
-        w.repo.set_deployment_refs(bv, s.subbootversion, &csums)?;
+        crate::sysroot::refs::set_deployment_refs(&s.root, bv, s.subbootversion, &csums)?;
     }
     crate::timing::step("cleanup: boot versions, deployments, kernels, refs");
-    if prune {
+    // Without the object store (finalize at shutdown) pruning waits for the
+    // next cleanup: it is not needed for booting.
+    if prune && w.has_store() {
         failpoint::hit("cleanup::prune");
-        let (n, bytes) = w.repo.prune()?;
+        let (n, bytes) = w.store()?.prune()?;
         stats.objects_pruned = n;
         stats.bytes_freed = bytes;
     }

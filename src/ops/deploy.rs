@@ -175,8 +175,8 @@ pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode)
     }
     root.create_dir_all(format!("ostree/deploy/{stateroot}/deploy"))?;
     crate::timing::step("deploy: start");
-    let csum = w.repo.resolve(refspec)?;
-    let version = w.repo.commit_version(&csum)?;
+    let csum = w.store()?.resolve(refspec)?;
+    let version = sysroot.commit_version(&csum)?;
     let merge = if opts.no_merge { None } else { sysroot.merge_deployment(&stateroot).cloned() };
     let origin = match &opts.origin_file {
         Some(f) => {
@@ -200,7 +200,7 @@ pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode)
     let deploy_parent = root.open_dir(format!("ostree/deploy/{stateroot}/deploy"))?;
     failpoint::hit("deploy::checkout");
     let mut guard = NewDeploymentGuard { root, path: rel.clone(), armed: true };
-    w.repo.checkout(&csum, &deploy_parent, &format!("{csum}.{serial}"))?;
+    w.store()?.checkout(&csum, &deploy_parent, &format!("{csum}.{serial}"))?;
     let deploy = root.open_dir(&rel)?;
     crate::timing::step("deploy: checkout");
 
@@ -372,7 +372,7 @@ pub fn deploy(w: &mut Writer, refspec: &str, opts: &DeployOpts) -> Result<Prepar
             None => list.push(p.boot.clone()),
             Some(i) => {
                 let d = w.sysroot.deployments[i].clone();
-                list.push(boot_deployment(&w.sysroot, &w.repo, &d)?);
+                list.push(boot_deployment(&w.sysroot, &d)?);
             }
         }
     }

@@ -23,7 +23,7 @@ fn bootable_index(w: &Writer, index: usize, what: &str) -> Result<usize> {
 fn list_in_order(w: &Writer, order: &[usize]) -> Result<Vec<BootDeployment>> {
     order
         .iter()
-        .map(|&i| boot_deployment(&w.sysroot, &w.repo, &w.sysroot.deployments[i]))
+        .map(|&i| boot_deployment(&w.sysroot, &w.sysroot.deployments[i]))
         .collect()
 }
 

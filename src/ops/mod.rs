@@ -17,20 +17,39 @@ use fn_error_context::context;
 use crate::bootloader::swap::{self, BootConfigKey, BootDeployment, SwapResult};
 use crate::formats::osrelease;
 use crate::fsutil;
-use crate::repo::Repo;
+use crate::repo::{ObjectStore, Repo};
 use crate::sysroot::{Deployment, Sysroot, SysrootLock};
 
-/// An open sysroot with its write lock and repository.
+/// An open sysroot with its write lock and, for operations that check out
+/// or prune, the object store.
 pub struct Writer {
     pub sysroot: Sysroot,
-    pub repo: Repo,
+    store: Option<Box<dyn ObjectStore>>,
     _lock: SysrootLock,
 }
 
 impl Writer {
-    /// Take `/ostree/lock`, then load the sysroot (so that what we read is
-    /// what no other writer is changing).
+    /// Take `/ostree/lock`, load the sysroot (what we read is then what no
+    /// other writer is changing) and open the repository with libostree.
     pub fn open(path: &camino::Utf8Path) -> Result<Self> {
+        let mut w = Self::open_without_store(path)?;
+        w.store = Some(Box::new(Repo::open(&w.sysroot.root)?));
+        Ok(w)
+    }
+
+    /// The object store; operations that need one are only run through
+    /// [`Writer::open`].
+    pub fn store(&self) -> Result<&dyn ObjectStore> {
+        self.store.as_deref().ok_or_else(|| anyhow!("this operation needs the object store (run it with treeboot-writer)"))
+    }
+
+    pub fn has_store(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// [`Writer::open`] without libostree: enough to write a deployment list
+    /// (finalize at shutdown).
+    pub fn open_without_store(path: &camino::Utf8Path) -> Result<Self> {
         let root = Dir::open_ambient_dir(path, cap_std_ext::cap_std::ambient_authority())
             .with_context(|| format!("Opening {path}"))?;
         if root.symlink_metadata_optional("ostree")?.is_none() {
@@ -38,10 +57,9 @@ impl Writer {
         }
         let lock = SysrootLock::acquire(&root)?;
         let sysroot = Sysroot::load(path)?;
-        let repo = Repo::open(&sysroot.root)?;
         Ok(Self {
             sysroot,
-            repo,
+            store: None,
             _lock: lock,
         })
     }
@@ -79,7 +97,7 @@ pub(crate) fn installed_kernel(root: &Dir, d: &Deployment) -> Result<(String, bo
 }
 
 /// The swap's view of an existing deployment.
-pub fn boot_deployment(sysroot: &Sysroot, repo: &Repo, d: &Deployment) -> Result<BootDeployment> {
+pub fn boot_deployment(sysroot: &Sysroot, d: &Deployment) -> Result<BootDeployment> {
     let (kver, has_initramfs, has_devicetree) = installed_kernel(&sysroot.root, d)?;
     let deploy = sysroot.root.open_dir(d.path().as_std_path())?;
     Ok(BootDeployment {
@@ -92,7 +110,7 @@ pub fn boot_deployment(sysroot: &Sysroot, repo: &Repo, d: &Deployment) -> Result
         has_initramfs,
         has_devicetree,
         os_name: deployment_os_name(&deploy)?,
-        version: repo.commit_version(&d.csum)?,
+        version: sysroot.commit_version(&d.csum)?,
     })
 }
 
@@ -136,7 +154,7 @@ pub fn commit_list(w: &mut Writer, list: &[BootDeployment]) -> Result<SwapResult
     crate::timing::step("swap");
     let csums: Vec<String> = list.iter().map(|d| d.csum.clone()).collect();
     crate::failpoint::hit("refs::write");
-    w.repo.set_deployment_refs(r.bootversion, r.subbootversion, &csums)?;
+    crate::sysroot::refs::set_deployment_refs(&w.sysroot.root, r.bootversion, r.subbootversion, &csums)?;
     crate::timing::step("refs");
     // Pruning walks every reachable object: only worth it when a commit
     // lost its last deployment. (`treeboot cleanup` always prunes.)

@@ -214,7 +214,9 @@ fn fail(sysroot: &Utf8Path, e: anyhow::Error) -> anyhow::Error {
 
 fn finalize_inner(sysroot: &Utf8Path, start: Instant) -> Result<FinalizeOutcome> {
     crate::timing::step("finalize: start");
-    let mut w = Writer::open(sysroot)?;
+    // No libostree at shutdown: loading it and its ~60 libraries from a cold
+    // cache costs 70-80 ms; finalize needs no checkout and defers pruning.
+    let mut w = Writer::open_without_store(sysroot)?;
     crate::timing::step("finalize: lock and load");
     let Some(d) = w.sysroot.staged.clone() else {
         staged::remove_staged()?;
@@ -278,7 +280,7 @@ fn finalize_inner(sysroot: &Utf8Path, start: Instant) -> Result<FinalizeOutcome>
             None => list.push(new.clone()),
             Some(i) => {
                 let e = w.sysroot.deployments[i].clone();
-                list.push(boot_deployment(&w.sysroot, &w.repo, &e)?);
+                list.push(boot_deployment(&w.sysroot, &e)?);
             }
         }
     }

@@ -7,6 +7,7 @@
 //! and entries are ordered by their `version` key, highest (the default) first.
 
 pub mod lock;
+pub mod refs;
 
 use anyhow::{anyhow, bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};

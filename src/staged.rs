@@ -100,3 +100,7 @@ pub fn legacy_locked() -> bool {
 
 /// Where finalize reports a failure for the next boot to see.
 pub const FAILURE_STAMP: &str = "boot/ostree/finalize-failure.stamp";
+
+/// boot-complete's copy of a reported failure, shown by status until the
+/// next reboot.
+pub const FAILURE_RUN_COPY: &str = "/run/treeboot/last-finalize-failure";

@@ -318,6 +318,10 @@ pub fn boot_complete(sysroot: &Utf8Path) -> Result<bool> {
         Ok(msg) => {
             eprintln!("error: the previous shutdown did not apply the staged update; the old deployment was booted.");
             eprintln!("error: {}", msg.trim_end());
+            // Keep it for `treeboot status` during this boot (in /run).
+            if std::fs::create_dir_all("/run/treeboot").is_ok() {
+                let _ = std::fs::write(staged::FAILURE_RUN_COPY, &msg);
+            }
             std::fs::remove_file(&p).with_context(|| format!("Removing {p}"))?;
             Ok(false)
         }

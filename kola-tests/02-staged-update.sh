@@ -1,0 +1,34 @@
+#!/bin/bash
+## kola:
+##   timeoutMin: 15
+##   tags: "platform-independent"
+##   description: A staged update made in the guest is applied at shutdown:
+##     the local /etc edit is kept, the new default appears, the new /usr is
+##     booted, the old deployment is the rollback.
+set -xeuo pipefail
+. /run/kola/tests/lib.sh
+case "${AUTOPKGTEST_REBOOT_MARK:-}" in
+"")
+    mkdir -p /tmp/ov/usr/etc /tmp/ov/usr/share/kola
+    echo "new default" > /tmp/ov/usr/etc/kola-default.conf
+    echo 2 > /tmp/ov/usr/share/kola/version
+    new_commit 2 /tmp/ov
+    echo "local edit" > /etc/kola-local.conf
+    treeboot stage --json debian/test
+    systemctl is-active treeboot-finalize-staged.service
+    # Edits after staging are kept too.
+    echo "after staging" > /etc/kola-late.conf
+    /tmp/autopkgtest-reboot applied
+    ;;
+applied)
+    test "$(booted_version)" = 2 || fatal "booted version $(booted_version)"
+    test "$(cat /etc/kola-local.conf)" = "local edit"
+    test "$(cat /etc/kola-late.conf)" = "after staging"
+    test "$(cat /etc/kola-default.conf)" = "new default"
+    test "$(cat /usr/share/kola/version)" = 2
+    treeboot status | grep -q rollback || fatal "no rollback deployment"
+    systemctl is-failed treeboot-boot-complete.service && fatal "boot-complete failed"
+    journalctl -b -1 MESSAGE_ID=c3b7e1f5a1d84c4f9c2f0d1e6a7b8c02 | grep -q Finalized || echo "note: the previous boot's journal is not persistent"
+    echo "staged update: ok"
+    ;;
+esac

@@ -1,0 +1,24 @@
+#!/bin/bash
+## kola:
+##   timeoutMin: 15
+##   tags: "platform-independent"
+##   description: treeboot rollback, reboot: the old deployment is booted.
+set -xeuo pipefail
+. /run/kola/tests/lib.sh
+case "${AUTOPKGTEST_REBOOT_MARK:-}" in
+"")
+    mkdir -p /tmp/ov/usr/share/kola; echo 2 > /tmp/ov/usr/share/kola/version
+    new_commit 2 /tmp/ov
+    treeboot deploy debian/test
+    /tmp/autopkgtest-reboot on-v2
+    ;;
+on-v2)
+    test "$(booted_version)" = 2 || fatal "not on version 2"
+    treeboot rollback
+    /tmp/autopkgtest-reboot rolled-back
+    ;;
+rolled-back)
+    test "$(booted_version)" = 1 || fatal "rollback booted $(booted_version)"
+    echo "rollback: ok"
+    ;;
+esac

@@ -1,0 +1,27 @@
+#!/bin/bash
+## kola:
+##   timeoutMin: 15
+##   tags: "platform-independent"
+##   description: Staged with locked finalization: a reboot applies nothing;
+##     staged again and unlocked: the reboot applies it.
+set -xeuo pipefail
+. /run/kola/tests/lib.sh
+case "${AUTOPKGTEST_REBOOT_MARK:-}" in
+"")
+    mkdir -p /tmp/ov/usr/share/kola; echo 2 > /tmp/ov/usr/share/kola/version
+    new_commit 2 /tmp/ov
+    treeboot stage --lock-finalization debian/test
+    treeboot status | grep -q "finalization locked"
+    /tmp/autopkgtest-reboot locked
+    ;;
+locked)
+    test "$(booted_version)" = 1 || fatal "a locked deployment was applied"
+    treeboot stage --lock-finalization debian/test
+    treeboot lock-finalization --unlock
+    /tmp/autopkgtest-reboot unlocked
+    ;;
+unlocked)
+    test "$(booted_version)" = 2 || fatal "the unlocked deployment was not applied"
+    echo "locked: ok"
+    ;;
+esac

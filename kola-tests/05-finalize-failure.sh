@@ -1,0 +1,25 @@
+#!/bin/bash
+## kola:
+##   timeoutMin: 15
+##   tags: "platform-independent"
+##   description: Finalize fails at shutdown (a local file where the update
+##     ships a directory, created after staging): the old deployment boots,
+##     treeboot-boot-complete.service fails with the message, status shows it.
+set -xeuo pipefail
+. /run/kola/tests/lib.sh
+case "${AUTOPKGTEST_REBOOT_MARK:-}" in
+"")
+    mkdir -p /tmp/ov/usr/etc/kola.d; echo x > /tmp/ov/usr/etc/kola.d/README
+    new_commit 2 /tmp/ov
+    treeboot stage debian/test
+    echo "local file" > /etc/kola.d
+    /tmp/autopkgtest-reboot failed
+    ;;
+failed)
+    test "$(booted_version)" = 1 || fatal "booted $(booted_version)"
+    systemctl is-failed treeboot-boot-complete.service || fatal "boot-complete did not fail"
+    journalctl -u treeboot-boot-complete.service | grep -q "/etc/kola.d" || fatal "no message in the journal"
+    treeboot status | grep -q "did not apply the staged deployment" || fatal "status does not show it"
+    echo "finalize failure: ok"
+    ;;
+esac

@@ -1,0 +1,33 @@
+#!/bin/bash
+## kola:
+##   timeoutMin: 30
+##   tags: "platform-independent"
+##   description: The power is cut while finalize runs at shutdown (the harness
+##     kills QEMU at several delays after the finalize unit starts stopping):
+##     the next boot is in the old or the new deployment, never neither.
+set -xeuo pipefail
+. /run/kola/tests/lib.sh
+step() { # next-mark delay
+    n=$(( $(cat /var/kola-n 2>/dev/null || echo 1) + 1 )); echo "$n" > /var/kola-n
+    mkdir -p /tmp/ov/usr/share/kola; echo "$n" > /tmp/ov/usr/share/kola/version
+    echo "$(booted_version) $n" > /var/kola-expect
+    new_commit "$n" /tmp/ov
+    treeboot stage debian/test
+    sync
+    echo "KOLA-POWERCUT delay=$2" > /dev/ttyS0
+    /tmp/autopkgtest-reboot "$1"
+}
+check() {
+    read -r old new < /var/kola-expect
+    v=$(booted_version)
+    echo "after the power cut: booted version $v (old $old, staged $new)"
+    [ "$v" = "$old" ] || [ "$v" = "$new" ] || fatal "booted neither $old nor $new"
+    treeboot verify
+    ostree admin status >/dev/null
+}
+case "${AUTOPKGTEST_REBOOT_MARK:-}" in
+"") step cut1 0 ;;
+cut1) check; step cut2 0.5 ;;
+cut2) check; step cut3 2 ;;
+cut3) check; echo "power cut: ok" ;;
+esac

@@ -1,0 +1,18 @@
+#!/bin/bash
+## kola:
+##   timeoutMin: 10
+##   tags: "platform-independent"
+##   description: treeboot kargs --append, reboot: /proc/cmdline has it.
+set -xeuo pipefail
+. /run/kola/tests/lib.sh
+case "${AUTOPKGTEST_REBOOT_MARK:-}" in
+"")
+    treeboot kargs --append kolatest=yes
+    /tmp/autopkgtest-reboot appended
+    ;;
+appended)
+    grep -q 'kolatest=yes' /proc/cmdline || fatal "not in /proc/cmdline: $(cat /proc/cmdline)"
+    treeboot kargs | grep -q kolatest=yes
+    echo "kargs: ok"
+    ;;
+esac

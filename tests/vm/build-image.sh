@@ -1,0 +1,91 @@
+#!/bin/bash
+# Build the VM test image: a Debian bookworm OS (systemd, linux-image-amd64,
+# dracut with treeboot's module, Debian's ostree CLI, treeboot installed with
+# `make install`) committed to an ostree repo, deployed with `treeboot deploy
+# --sysroot` on an ext4 root in a raw disk image with BIOS GRUB that boots
+# through treeboot's grub/ integration.
+# Usage: build-image.sh WORKDIR  -> WORKDIR/base.img
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+W=$1
+mkdir -p "$W"
+PKGS=systemd,systemd-sysv,udev,linux-image-amd64,dracut,ostree,e2fsprogs,kmod,procps,util-linux
+KEY=$(echo "bookworm $PKGS v1" | sha256sum | cut -c1-16)
+TAR=$W/rootfs-$KEY.tar
+if [[ ! -s $TAR ]]; then
+    echo "vm: building the Debian root file system (mmdebstrap, ~2-5 min)"
+    mmdebstrap --variant=apt --include="$PKGS" --aptopt='Apt::Install-Recommends "false"' \
+        --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
+        --dpkgopt='path-exclude=/usr/share/locale/*' \
+        bookworm "$TAR.tmp" >"$W/mmdebstrap.log" 2>&1 || { tail -30 "$W/mmdebstrap.log"; exit 1; }
+    mv "$TAR.tmp" "$TAR"
+else
+    echo "vm: reusing the cached root file system $TAR"
+fi
+R=$W/rootfs
+rm -rf "$R"; mkdir -p "$R"
+tar -C "$R" -xf "$TAR"
+
+echo "vm: installing treeboot into the image"
+make -C "$ROOT" install DESTDIR="$R" PREFIX=/usr >/dev/null
+install -Dm755 "$ROOT/tests/vm/guest/kola-runner" "$R/usr/lib/treeboot-test/kola-runner"
+install -Dm755 "$ROOT/tests/vm/guest/autopkgtest-reboot" "$R/usr/lib/treeboot-test/autopkgtest-reboot"
+install -Dm644 "$ROOT/tests/vm/guest/treeboot-kola.service" "$R/usr/lib/systemd/system/treeboot-kola.service"
+ln -sf /usr/lib/systemd/system/treeboot-kola.service "$R/etc/systemd/system/multi-user.target.wants/treeboot-kola.service"
+ln -sf /usr/lib/systemd/system/treeboot-boot-complete.service "$R/etc/systemd/system/multi-user.target.wants/treeboot-boot-complete.service"
+for t in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer; do ln -sf /dev/null "$R/etc/systemd/system/$t"; done
+echo treeboot-vm > "$R/etc/hostname"
+: > "$R/etc/machine-id"
+: > "$R/etc/fstab"
+# Debian's ostree-boot is not installed (only the CLI), so its prepare-root
+# module is absent; treeboot's dracut.conf.d adds 98treeboot.
+
+KVER=$(ls "$R/usr/lib/modules" | head -1)
+echo "vm: dracut initramfs for $KVER with the treeboot module"
+unshare -m --propagation private bash -c "
+    set -e
+    mount -t proc proc '$R/proc'; mount --rbind /sys '$R/sys'; mount --rbind /dev '$R/dev'
+    chroot '$R' dracut --force --no-hostonly --add treeboot --omit 'ostree plymouth nfs iscsi lvm dm mdraid multipath crypt' \
+        --kver '$KVER' /usr/lib/modules/$KVER/initramfs.img >/dev/null 2>'$W/dracut.log'
+" || { tail -30 "$W/dracut.log"; exit 1; }
+lsinitrd "$R/usr/lib/modules/$KVER/initramfs.img" > "$W/lsinitrd.txt" 2>/dev/null || true
+grep -q treeboot-prepare-root "$W/lsinitrd.txt" || { echo "vm: treeboot-prepare-root is not in the initramfs"; exit 1; }
+cp "$R/boot/vmlinuz-$KVER" "$R/usr/lib/modules/$KVER/vmlinuz"
+rm -rf "$R"/boot/* "$R"/dev/* "$R"/proc/* "$R"/sys/* "$R"/run/* "$R"/tmp/*
+# The ostree layout: /etc defaults in /usr/etc, /sysroot and /ostree.
+mv "$R/etc" "$R/usr/etc"
+mkdir -p "$R/sysroot"
+ln -s sysroot/ostree "$R/ostree"
+rm -rf "$W/var-seed"; mv "$R/var" "$W/var-seed"; mkdir "$R/var"
+
+IMG=$W/base.img
+echo "vm: disk image"
+rm -f "$IMG"; truncate -s 3G "$IMG"
+echo 'label: dos
+start=2048, type=83, bootable' | sfdisk -q "$IMG"
+LOOP=$(losetup -f --show -o $((2048*512)) "$IMG")
+M=$W/mnt; mkdir -p "$M"
+cleanup() { umount "$M" 2>/dev/null || true; losetup -d "$LOOP" 2>/dev/null || true; }
+trap cleanup EXIT
+mkfs.ext4 -q -L root "$LOOP"
+mount "$LOOP" "$M"
+TB=$ROOT/target/release/treeboot
+"$TB" init-fs "$M" >/dev/null
+"$TB" --sysroot "$M" os-init debian >/dev/null
+cp -a "$W/var-seed/." "$M/ostree/deploy/debian/var/"
+mkdir -p "$M/boot/grub"
+echo "vm: ostree commit of the OS tree"
+ostree --repo="$M/ostree/repo" commit -b debian/test -s "treeboot VM test OS" \
+    --add-metadata-string=version=1 --tree=dir="$R" >/dev/null
+"$TB" --sysroot "$M" deploy --os debian --karg root=LABEL=root --karg rw \
+    --karg console=ttyS0,115200 --karg systemd.show_status=1 debian/test
+cp -r /usr/lib/grub/i386-pc "$M/boot/grub/"
+{ echo 'serial --unit=0 --speed=115200'; echo 'terminal_input serial'; echo 'terminal_output serial';
+  sed 's/^set timeout=3/set timeout=0/' "$ROOT/grub/grub.cfg"; } > "$M/boot/grub/grub.cfg"
+grub-mkimage -O i386-pc -o "$W/core.img" -p '(hd0,msdos1)/boot/grub' \
+    biosdisk part_msdos ext2 normal linux search search_label serial terminal configfile test echo
+dd if=/usr/lib/grub/i386-pc/boot.img of="$IMG" bs=440 count=1 conv=notrunc status=none
+dd if="$W/core.img" of="$IMG" bs=512 seek=1 conv=notrunc status=none
+"$TB" --sysroot "$M" verify
+sync
+echo "vm: image ready: $IMG"

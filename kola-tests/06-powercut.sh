@@ -27,7 +27,7 @@ check() {
 }
 case "${AUTOPKGTEST_REBOOT_MARK:-}" in
 "") step cut1 0 ;;
-cut1) check; step cut2 0.5 ;;
-cut2) check; step cut3 2 ;;
+cut1) check; step cut2 1.5 ;;
+cut2) check; step cut3 4 ;;
 cut3) check; echo "power cut: ok" ;;
 esac

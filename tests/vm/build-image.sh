@@ -34,6 +34,9 @@ install -Dm644 "$ROOT/tests/vm/guest/treeboot-kola.service" "$R/usr/lib/systemd/
 ln -sf /usr/lib/systemd/system/treeboot-kola.service "$R/etc/systemd/system/multi-user.target.wants/treeboot-kola.service"
 ln -sf /usr/lib/systemd/system/treeboot-boot-complete.service "$R/etc/systemd/system/multi-user.target.wants/treeboot-boot-complete.service"
 for t in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer; do ln -sf /dev/null "$R/etc/systemd/system/$t"; done
+# No login prompt on the serial console: agetty's vhangup() would cut the
+# test's output (and its writes would fail with EIO).
+ln -sf /dev/null "$R/etc/systemd/system/serial-getty@ttyS0.service"
 echo treeboot-vm > "$R/etc/hostname"
 : > "$R/etc/machine-id"
 : > "$R/etc/fstab"

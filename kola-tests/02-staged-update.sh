@@ -16,6 +16,9 @@ case "${AUTOPKGTEST_REBOOT_MARK:-}" in
     echo "local edit" > /etc/kola-local.conf
     treeboot stage --json debian/test
     systemctl is-active treeboot-finalize-staged.service
+    # Debian's ostree reads treeboot's staged record.
+    ostree admin status | tee /tmp/ostree-status
+    grep -q '(staged)' /tmp/ostree-status || fatal "ostree admin status does not show the staged deployment"
     # Edits after staging are kept too.
     echo "after staging" > /etc/kola-late.conf
     /tmp/autopkgtest-reboot applied

@@ -19,6 +19,8 @@ step() { # next-mark delay
 }
 check() {
     read -r old new < /var/kola-expect
+    treeboot status --json || true
+    treeboot verify || true
     v=$(booted_version)
     echo "after the power cut: booted version $v (old $old, staged $new)"
     [ "$v" = "$old" ] || [ "$v" = "$new" ] || fatal "booted neither $old nor $new"

@@ -28,6 +28,9 @@
 //!  9. `sync-boot`       fsync `/boot` (the directory holding the link) and
 //!                       syncfs it, so the switch itself is durable before we
 //!                       report success or delete the old list.
+//! Steps 7 and 9 end with a freeze/thaw of `/boot`'s file system, which
+//! checkpoints its journal: GRUB reads ext4 without replaying the journal,
+//! and must see what the kernel will see (found by the VM power-cut test).
 //!
 //! Links-only swap (same entries, only which deployment each serial names
 //! changes): steps 3 and 4 for the *current* boot version with the other
@@ -163,6 +166,60 @@ fn sync_dir(dir: &Dir, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Freeze and thaw the file system of `dir` (FIFREEZE/FITHAW): this
+/// checkpoints its journal. Bootloaders read the file system without
+/// replaying the journal (GRUB on ext4), so a rename that is only in the
+/// journal is invisible to them while the kernel sees it: after a power cut
+/// GRUB would boot one list and the system see another. libostree does the
+/// same cycle. A watchdog child thaws the file system if this process dies
+/// between the two calls, so a crash cannot leave it frozen. File systems
+/// that cannot freeze (tmpfs, overlayfs) are skipped.
+fn freeze_thaw(dir: &Dir, what: &str) -> Result<()> {
+    const FIFREEZE: libc::c_ulong = 0xC004_5877;
+    const FITHAW: libc::c_ulong = 0xC004_5878;
+    let fd = rustix::fs::openat(dir.as_fd(), ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    let mut pipe = [0i32; 2];
+    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("pipe for the freeze watchdog");
+    }
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        // Watchdog: wait for the parent's word; on EOF (it died), thaw.
+        unsafe {
+            libc::close(pipe[1]);
+            let mut b = [0u8; 1];
+            let n = libc::read(pipe[0], b.as_mut_ptr() as *mut libc::c_void, 1);
+            if n != 1 {
+                libc::ioctl(raw, FITHAW as _, 0);
+            }
+            libc::_exit(0);
+        }
+    }
+    unsafe { libc::close(pipe[0]) };
+    let frozen = unsafe { libc::ioctl(raw, FIFREEZE as _, 0) } == 0;
+    let freeze_err = std::io::Error::last_os_error();
+    if frozen {
+        unsafe { libc::ioctl(raw, FITHAW as _, 0) };
+    }
+    unsafe {
+        libc::write(pipe[1], b"1".as_ptr() as *const libc::c_void, 1);
+        libc::close(pipe[1]);
+        if child > 0 {
+            libc::waitpid(child, std::ptr::null_mut(), 0);
+        }
+    }
+    if !frozen {
+        match freeze_err.raw_os_error() {
+            // Cannot freeze (tmpfs, overlay), or someone else froze it.
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOTTY) | Some(libc::EINVAL) | Some(libc::EBUSY) => {}
+            Some(libc::EPERM) => eprintln!("warning: cannot freeze {what} to flush its journal (not permitted)"),
+            _ => return Err(anyhow!(freeze_err).context(format!("freezing {what}"))),
+        }
+    }
+    Ok(())
+}
+
 fn syncfs(dir: &Dir, what: &str) -> Result<()> {
     let fd = rustix::fs::openat(dir.as_fd(), ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
     rustix::fs::syncfs(&fd).with_context(|| format!("syncfs of {what}"))?;
@@ -292,6 +349,8 @@ pub fn write_deployments(
     if separate_boot {
         syncfs(&boot, "/boot")?;
     }
+    // ...and checkpointed where the bootloader reads it (see freeze_thaw).
+    freeze_thaw(&boot, "/boot")?;
 
     // 8. rename-loader: the commit point.
     failpoint::hit("swap::rename-loader");
@@ -303,6 +362,7 @@ pub fn write_deployments(
     if separate_boot {
         syncfs(&boot, "/boot")?;
     }
+    freeze_thaw(&boot, "/boot")?;
     failpoint::hit("swap::done");
     Ok(SwapResult {
         bootversion: new_bv,

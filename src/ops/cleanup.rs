@@ -80,6 +80,7 @@ pub fn cleanup_with(w: &mut Writer, prune: bool) -> Result<CleanupStats> {
         .iter()
         .map(|d| format!("{}/{}", d.stateroot, d.name()))
         .collect();
+    let booted = crate::sysroot::booted_root_devino(&s.path)?;
     let staged: HashSet<String> = s.staged.iter().map(|d| format!("{}/{}", d.stateroot, d.name())).collect();
     for stateroot in s.stateroots()? {
         let rel = format!("ostree/deploy/{stateroot}/deploy");
@@ -93,6 +94,12 @@ pub fn cleanup_with(w: &mut Writer, prune: bool) -> Result<CleanupStats> {
             let key = format!("{stateroot}/{base}");
             if live.contains(&key) || staged.contains(&key) {
                 continue;
+            }
+            // Never the running system's own root, even if no entry names it.
+            if let (Some(b), Ok(m)) = (booted, rustix::fs::statat(&dd, base, rustix::fs::AtFlags::empty())) {
+                if (m.st_dev, m.st_ino) == b {
+                    continue;
+                }
             }
             failpoint::hit("cleanup::deployment");
             if n.ends_with(".origin") {

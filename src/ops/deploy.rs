@@ -356,6 +356,17 @@ pub fn new_order(sysroot: &Sysroot, new_stateroot: &str, merge: Option<&Deployme
     out
 }
 
+/// The deployment list for an order from [`new_order`], `new` in its slot.
+pub fn list_from_order(sysroot: &Sysroot, order: &[Option<usize>], new: &BootDeployment) -> Result<Vec<BootDeployment>> {
+    order
+        .iter()
+        .map(|slot| match slot {
+            None => Ok(new.clone()),
+            Some(i) => boot_deployment(sysroot, &sysroot.deployments[*i]),
+        })
+        .collect()
+}
+
 pub fn deploy(w: &mut Writer, refspec: &str, opts: &DeployOpts) -> Result<Prepared> {
     let p = prepare(w, refspec, opts)?;
     // A plain deploy replaces a staged deployment, as in libostree: forget
@@ -366,16 +377,7 @@ pub fn deploy(w: &mut Writer, refspec: &str, opts: &DeployOpts) -> Result<Prepar
         crate::say!("Dropped the staged deployment {}", st.name());
     }
     let order = new_order(&w.sysroot, &p.stateroot, p.merge.as_ref(), opts);
-    let mut list = Vec::new();
-    for slot in order {
-        match slot {
-            None => list.push(p.boot.clone()),
-            Some(i) => {
-                let d = w.sysroot.deployments[i].clone();
-                list.push(boot_deployment(&w.sysroot, &d)?);
-            }
-        }
-    }
+    let list = list_from_order(&w.sysroot, &order, &p.boot)?;
     if let Err(e) = commit_list(w, &list) {
         // Failed before the new list went live (a full /boot, say): the
         // new deployment, its kernel and the half-written boot version are

@@ -23,7 +23,6 @@ use serde::Serialize;
 
 use super::deploy::{self, set_immutable, DeployOpts, EtcMode};
 use super::{boot_deployment, commit_list, Writer};
-use crate::bootloader::swap::BootDeployment;
 use crate::etcmerge;
 use crate::failpoint;
 use crate::formats::runstate::{Staged, StagedTarget};
@@ -261,29 +260,9 @@ fn finalize_inner(sysroot: &Utf8Path, start: Instant) -> Result<FinalizeOutcome>
         ..Default::default()
     };
     let order = deploy::new_order(&w.sysroot, &d.stateroot, Some(&merge), &opts);
-    let (kver, has_initramfs, has_devicetree) = super::installed_kernel(root, &d)?;
-    let new = BootDeployment {
-        stateroot: d.stateroot.clone(),
-        csum: d.csum.clone(),
-        serial: d.serial,
-        bootcsum: d.bootcsum.clone(),
-        kargs: d.kargs.clone(),
-        kver,
-        has_initramfs,
-        has_devicetree,
-        os_name: super::deployment_os_name(&ddir)?,
-        version: w.sysroot.commit_version(&d.csum)?,
-    };
-    let mut list = Vec::new();
-    for slot in order {
-        match slot {
-            None => list.push(new.clone()),
-            Some(i) => {
-                let e = w.sysroot.deployments[i].clone();
-                list.push(boot_deployment(&w.sysroot, &e)?);
-            }
-        }
-    }
+    // The staged deployment's kernel is already in /boot (stage put it there).
+    let new = boot_deployment(&w.sysroot, &d)?;
+    let list = deploy::list_from_order(&w.sysroot, &order, &new)?;
     failpoint::hit("finalize::swap");
     let t_swap = Instant::now();
     commit_list(&mut w, &list)?;

@@ -13,6 +13,23 @@ macro_rules! say {
     }};
 }
 
+/// A refusal with a message, as a type of its own so that the CLI can map it
+/// to an exit code (`cli::exit_code`).
+#[macro_export]
+macro_rules! refusal {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Debug)]
+        pub struct $name(pub String);
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl std::error::Error for $name {}
+    };
+}
+
 pub mod bootloader;
 pub mod cli;
 pub mod early;

@@ -151,17 +151,21 @@ fn secret_files_are_created_private() {
     assert!(t.contains("fchmod(") && t.contains("0600"), "final mode set by fchmod");
 }
 
+/// `treeboot ARGS` fails with `expect` in its message and the sysroot is
+/// as in `before`.
+fn fails_and_changes_nothing(root: &Path, before: &std::collections::BTreeMap<String, String>, args: &[&str], expect: &str) {
+    let err = run_fail(tb(root).args(args));
+    assert!(err.contains(expect), "{args:?}: expected {expect:?} in:\n{err}");
+    let d = snapshot_diff(before, &snapshot(root));
+    assert!(d.is_empty(), "{args:?} changed the sysroot:\n{}", d.join("\n"));
+}
+
 #[test]
 fn bad_input_is_named_and_nothing_changes() {
     let s = Scratch::new("bad");
     let root = two_deployments(&s);
     let before = snapshot(&root);
-    let check = |args: &[&str], expect: &str| {
-        let err = run_fail(tb(&root).args(args));
-        assert!(err.contains(expect), "{args:?}: expected {expect:?} in:\n{err}");
-        let d = snapshot_diff(&before, &snapshot(&root));
-        assert!(d.is_empty(), "{args:?} changed the sysroot:\n{}", d.join("\n"));
-    };
+    let check = |args: &[&str], expect: &str| fails_and_changes_nothing(&root, &before, args, expect);
     check(&["deploy", "testos/nosuch"], "unknown ref \"testos/nosuch\"");
     check(&["deploy", "--os", "nosuchos", "testos/v1"], "stateroot \"nosuchos\" does not exist");
     check(&["undeploy", "7"], "no deployment with index 7");
@@ -178,12 +182,7 @@ fn bad_input_is_named_and_nothing_changes() {
     write(&t2.join("usr/lib/modules/6.2.0-other/vmlinuz"), "k2");
     commit(&repo, "testos/twokernels", &t2, "tk");
     let before = snapshot(&root);
-    let check = |args: &[&str], expect: &str| {
-        let err = run_fail(tb(&root).args(args));
-        assert!(err.contains(expect), "{args:?}: expected {expect:?} in:\n{err}");
-        let d = snapshot_diff(&before, &snapshot(&root));
-        assert!(d.is_empty(), "{args:?} changed the sysroot:\n{}", d.join("\n"));
-    };
+    let check = |args: &[&str], expect: &str| fails_and_changes_nothing(&root, &before, args, expect);
     check(&["deploy", "testos/nokernel"], "has no kernel");
     check(&["deploy", "testos/twokernels"], "2 kernels (6.1.0-test, 6.2.0-other)");
 }

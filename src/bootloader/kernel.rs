@@ -15,15 +15,10 @@ use sha2::{Digest, Sha256};
 use crate::failpoint;
 use crate::fsutil;
 
-/// `/boot` cannot hold the new kernel (for exit codes and callers).
-#[derive(Debug)]
-pub struct NoSpace(pub String);
-impl std::fmt::Display for NoSpace {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for NoSpace {}
+crate::refusal!(
+    /// `/boot` cannot hold the new kernel (for exit codes and callers).
+    NoSpace
+);
 
 /// Where a deployment keeps its kernel and what it is called in `/boot`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -169,17 +169,8 @@ pub fn prepare_root(opts: &Options) -> Result<Booted> {
     undo.mount(Some(deploy.as_str()), &deploy, None, MS_BIND | MS_SILENT, None)?;
     let run_private = opts.run_dir.join("treeboot");
     if config.root_transient {
-        std::fs::create_dir_all(&run_private)?;
-        let t = run_private.join("root");
-        std::fs::create_dir_all(&t)?;
-        undo.mount(Some("tmpfs"), &t, Some("tmpfs"), MS_SILENT, Some("mode=0755"))?;
-        std::fs::create_dir_all(t.join("upper"))?;
-        std::fs::create_dir_all(t.join("work"))?;
-        let data = format!("lowerdir={deploy},upperdir={t}/upper,workdir={t}/work");
-        undo.mount(Some("overlay"), &deploy, Some("overlay"), MS_SILENT, Some(&data))?;
-        for d in ["sysroot"] {
-            std::fs::create_dir_all(deploy.join(d))?;
-        }
+        transient_overlay(&mut undo, &run_private.join("root"), &deploy, &deploy)?;
+        std::fs::create_dir_all(deploy.join("sysroot"))?;
     } else {
         // 5. /usr read-only.
         let usr = deploy.join("usr");
@@ -189,15 +180,9 @@ pub fn prepare_root(opts: &Options) -> Result<Booted> {
     // 6. /etc.
     let etc = deploy.join("etc");
     if config.etc_transient {
-        std::fs::create_dir_all(&run_private)?;
-        let t = run_private.join("etc");
-        std::fs::create_dir_all(&t)?;
-        undo.mount(Some("tmpfs"), &t, Some("tmpfs"), MS_SILENT, Some("mode=0755"))?;
-        std::fs::create_dir_all(t.join("upper"))?;
-        std::fs::create_dir_all(t.join("work"))?;
         std::fs::create_dir_all(&etc).ok();
-        let data = format!("lowerdir={deploy}/usr/etc,upperdir={t}/upper,workdir={t}/work");
-        undo.mount(Some("overlay"), &etc, Some("overlay"), MS_SILENT, Some(&data))?;
+        let t = run_private.join("etc");
+        transient_overlay(&mut undo, &t, &deploy.join("usr/etc"), &etc)?;
         booted.transient_etc = Some(t.join("upper").to_string());
     } else if config.sysroot_readonly {
         undo.mount(Some(etc.as_str()), &etc, None, MS_BIND | MS_SILENT, None)?;
@@ -245,6 +230,18 @@ pub fn prepare_root(opts: &Options) -> Result<Booted> {
     }
     super::mount::mount(Some("none"), &inner, None, MS_PRIVATE | MS_SILENT, None).context("Making /sysroot private")?;
     Ok(booted)
+}
+
+/// An overlay of `lower` on `target` whose upper layer is a fresh tmpfs at
+/// `scratch` (changes vanish at reboot).
+fn transient_overlay(undo: &mut MountUndo, scratch: &Utf8Path, lower: &Utf8Path, target: &Utf8Path) -> Result<()> {
+    std::fs::create_dir_all(scratch).with_context(|| format!("Creating {scratch}"))?;
+    undo.mount(Some("tmpfs"), scratch, Some("tmpfs"), MS_SILENT, Some("mode=0755"))?;
+    std::fs::create_dir_all(scratch.join("upper"))?;
+    std::fs::create_dir_all(scratch.join("work"))?;
+    let data = format!("lowerdir={lower},upperdir={scratch}/upper,workdir={scratch}/work");
+    undo.mount(Some("overlay"), target, Some("overlay"), MS_SILENT, Some(&data))?;
+    Ok(())
 }
 
 fn write_booted(run_dir: &Utf8Path, b: &Booted) -> Result<()> {

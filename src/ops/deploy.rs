@@ -148,15 +148,10 @@ pub enum EtcMode {
     CheckAndCopyDefaults,
 }
 
-/// A conflict in the /etc merge plan (for exit codes and callers).
-#[derive(Debug)]
-pub struct EtcConflict(pub String);
-impl std::fmt::Display for EtcConflict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for EtcConflict {}
+crate::refusal!(
+    /// A conflict in the /etc merge plan (for exit codes and callers).
+    EtcConflict
+);
 
 #[context("Preparing a deployment of {refspec}")]
 pub fn prepare(w: &Writer, refspec: &str, opts: &DeployOpts) -> Result<Prepared> {

@@ -29,15 +29,10 @@ use crate::formats::runstate::{Staged, StagedTarget};
 use crate::journal;
 use crate::staged;
 
-/// Why staging refused (each has its own exit code, see docs).
-#[derive(Debug)]
-pub struct NotBooted(pub String);
-impl std::fmt::Display for NotBooted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for NotBooted {}
+crate::refusal!(
+    /// Staging refused: not booted from a deployment of this sysroot (exit 3).
+    NotBooted
+);
 
 #[derive(Debug, Serialize)]
 pub struct StageResult {

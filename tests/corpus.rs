@@ -39,11 +39,6 @@ fn expect_error(expect: &str) -> Result<&str, &str> {
     }
 }
 
-fn unchanged(case: &str, before: &std::collections::BTreeMap<String, String>, root: &Path) {
-    let d = snapshot_diff(before, &snapshot(root));
-    assert!(d.is_empty(), "{case}: the sysroot changed:\n{}", d.join("\n"));
-}
-
 #[test]
 fn bad_input_corpus() {
     let s = Scratch::new("corpus");
@@ -70,7 +65,7 @@ fn bad_input_corpus() {
                     let err = run_fail(tb(&root).args(args));
                     assert!(err.contains(e) && err.contains(".origin"), "origin/{name}: {args:?}: expected {e:?} naming the file in:\n{err}");
                 }
-                unchanged(&format!("origin/{name}"), &before, &root);
+                assert_unchanged(&format!("origin/{name}"), &before, &root);
             }
             Err(_) => {
                 run(tb(&root).args(["pin", "1"]));
@@ -100,7 +95,7 @@ fn bad_input_corpus() {
         }
         let v = Command::new(treeboot_bin()).arg("--sysroot").arg(&root).arg("verify").output().unwrap();
         assert!(!v.status.success(), "bls/{name}: verify passed");
-        unchanged(&format!("bls/{name}"), &before, &root);
+        assert_unchanged(&format!("bls/{name}"), &before, &root);
         count += 1;
     }
 
@@ -113,7 +108,7 @@ fn bad_input_corpus() {
             Ok(e) => {
                 let err = run_fail(tb(&root).arg("kargs").args(&args));
                 assert!(err.contains(e), "kargs/{name}: expected {e:?} in:\n{err}");
-                unchanged(&format!("kargs/{name}"), &before, &root);
+                assert_unchanged(&format!("kargs/{name}"), &before, &root);
             }
             Err(ok) => {
                 run(tb(&root).arg("kargs").args(&args));
@@ -136,7 +131,7 @@ fn bad_input_corpus() {
                 assert_eq!(out.status.code(), Some(4), "etc/{name}: a conflict exits 4");
                 let err = String::from_utf8_lossy(&out.stderr);
                 assert!(err.contains(e), "etc/{name}: expected {e:?} in:\n{err}");
-                unchanged(&format!("etc/{name}"), &before, &root);
+                assert_unchanged(&format!("etc/{name}"), &before, &root);
             }
             Err(ok) => {
                 let out = tb(&root).args(["deploy", "testos/v3"]).output().unwrap();
@@ -170,7 +165,7 @@ fn bad_input_corpus() {
         let stamp = root.join("boot/ostree/finalize-failure.stamp");
         assert!(std::fs::read_to_string(&stamp).unwrap().contains(e), "staged/{name}: stamp");
         std::fs::remove_file(&stamp).unwrap();
-        unchanged(&format!("staged/{name}"), &before, &root);
+        assert_unchanged(&format!("staged/{name}"), &before, &root);
         count += 1;
     }
     for (name, path, expect) in corpus("prepare-root", "conf") {

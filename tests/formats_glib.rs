@@ -5,7 +5,6 @@
 mod common;
 use common::*;
 use ostree::glib;
-use ostree::glib::prelude::*;
 use treeboot::formats::gvariant::{decode, Value};
 
 #[test]

@@ -156,8 +156,7 @@ fn secret_files_are_created_private() {
 fn fails_and_changes_nothing(root: &Path, before: &std::collections::BTreeMap<String, String>, args: &[&str], expect: &str) {
     let err = run_fail(tb(root).args(args));
     assert!(err.contains(expect), "{args:?}: expected {expect:?} in:\n{err}");
-    let d = snapshot_diff(before, &snapshot(root));
-    assert!(d.is_empty(), "{args:?} changed the sysroot:\n{}", d.join("\n"));
+    assert_unchanged(&format!("{args:?}"), before, root);
 }
 
 #[test]
@@ -228,8 +227,7 @@ fn corrupt_files_get_errors_naming_them() {
             let err = run_fail(tb(&root).args(args));
             assert!(err.contains(expect), "{what}: {args:?}: expected {expect:?} in:\n{err}");
         }
-        let d = snapshot_diff(&before, &snapshot(&root));
-        assert!(d.is_empty(), "{what}: the sysroot changed:\n{}", d.join("\n"));
+        assert_unchanged(what, &before, &root);
     }
 }
 

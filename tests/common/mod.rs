@@ -197,6 +197,12 @@ pub fn snapshot_diff(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>)
     d
 }
 
+/// Assert that the sysroot at `root` is exactly as snapshotted in `before`.
+pub fn assert_unchanged(what: &str, before: &BTreeMap<String, String>, root: &Path) {
+    let d = snapshot_diff(before, &snapshot(root));
+    assert!(d.is_empty(), "{what}: the sysroot changed:\n{}", d.join("\n"));
+}
+
 pub fn status_json(sysroot: &Path) -> serde_json::Value {
     serde_json::from_str(&run(tb(sysroot).args(["status", "--json"]))).unwrap()
 }

@@ -12,13 +12,17 @@ mkdir -p "$W"
 PKGS=systemd,systemd-sysv,udev,linux-image-amd64,dracut,ostree,e2fsprogs,kmod,procps,util-linux
 KEY=$(echo "bookworm $PKGS v1" | sha256sum | cut -c1-16)
 TAR=$W/rootfs-$KEY.tar
-if [[ ! -s $TAR ]]; then
+# mmdebstrap guesses its output format from the name, and a name it does not
+# know (such as *.tar.tmp) gives a directory: say tar, and keep the suffix.
+[[ -d $TAR ]] && rm -rf "$TAR"
+if [[ ! -f $TAR || ! -s $TAR ]]; then
     echo "vm: building the Debian root file system (mmdebstrap, ~2-5 min)"
     mmdebstrap --variant=apt --include="$PKGS" --aptopt='Apt::Install-Recommends "false"' \
         --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
         --dpkgopt='path-exclude=/usr/share/locale/*' \
-        bookworm "$TAR.tmp" >"$W/mmdebstrap.log" 2>&1 || { tail -30 "$W/mmdebstrap.log"; exit 1; }
-    mv "$TAR.tmp" "$TAR"
+        --format=tar bookworm "$W/rootfs-$KEY.partial.tar" >"$W/mmdebstrap.log" 2>&1 \
+        || { tail -30 "$W/mmdebstrap.log"; exit 1; }
+    mv "$W/rootfs-$KEY.partial.tar" "$TAR"
 else
     echo "vm: reusing the cached root file system $TAR"
 fi

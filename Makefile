@@ -4,7 +4,7 @@ DESTDIR ?=
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build deps demo test test-quick vm-test bench install clean
+.PHONY: all build static deps demo test test-quick vm-test bench install clean
 
 all: build
 
@@ -13,6 +13,15 @@ deps:
 
 build: deps
 	$(CARGO) build --release --locked
+
+# A static treeboot-prepare-root for PID 1 mode (init= without an
+# initramfs): the physical root it starts from has no libc. Built without
+# the libostree feature, which only treeboot-writer needs.
+STATIC_TARGET = x86_64-unknown-linux-gnu
+STATIC_PR = target/static/$(STATIC_TARGET)/release/treeboot-prepare-root
+static: deps
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --locked --no-default-features \
+		--bin treeboot-prepare-root --target $(STATIC_TARGET) --target-dir target/static
 
 demo: build
 	hack/demo.sh
@@ -35,10 +44,11 @@ vm-test:
 bench: build
 	bench/run
 
-install: build
+install: build static
 	install -Dm755 target/release/treeboot $(DESTDIR)$(PREFIX)/bin/treeboot
 	install -Dm755 target/release/treeboot-writer $(DESTDIR)$(PREFIX)/libexec/treeboot/treeboot-writer
 	install -Dm755 target/release/treeboot-prepare-root $(DESTDIR)$(PREFIX)/lib/treeboot/treeboot-prepare-root
+	install -Dm755 $(STATIC_PR) $(DESTDIR)$(PREFIX)/lib/treeboot/treeboot-prepare-root-static
 	install -Dm755 target/release/treeboot-remount $(DESTDIR)$(PREFIX)/lib/treeboot/treeboot-remount
 	install -Dm755 target/release/treeboot-generator $(DESTDIR)$(PREFIX)/lib/systemd/system-generators/treeboot-generator
 	for u in systemd/*.service; do install -Dm644 $$u $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); done

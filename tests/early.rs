@@ -253,3 +253,124 @@ fn early_binaries_link_only_libc() {
         }
     }
 }
+
+/// treeboot-prepare-root linked statically, as PID 1 mode needs (the
+/// physical root has no libc); built here as `make static` builds it.
+fn static_prepare_root() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = "x86_64-unknown-linux-gnu";
+    let out = Command::new(option_env!("CARGO").unwrap_or("cargo"))
+        .current_dir(dir)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .args(["build", "--locked", "--no-default-features", "--bin", "treeboot-prepare-root", "--target", target, "--target-dir", "target/static"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "building the static prepare-root: {}", String::from_utf8_lossy(&out.stderr));
+    let bin = dir.join(format!("target/static/{target}/debug/treeboot-prepare-root"));
+    let elf = run(Command::new("readelf").arg("-d").arg(&bin));
+    assert!(!elf.contains("(NEEDED)"), "the PID 1 binary must need no shared library:\n{elf}");
+    bin
+}
+
+/// Copy `bin` into `root` at the same path, with the libraries `ldd` names.
+fn install_with_libs(root: &Path, bin: &str) {
+    let mut files = vec![bin.to_string()];
+    let ldd = run(Command::new("ldd").arg(bin));
+    files.extend(ldd.split_whitespace().filter(|w| w.starts_with('/')).map(String::from));
+    for f in files {
+        let dest = root.join(f.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &dest).unwrap();
+    }
+}
+
+/// Boot "without an initramfs": in new PID and mount namespaces, chroot into
+/// the physical root (which holds only the static prepare-root, a command
+/// line file and the kernel's /dev) and run prepare-root as PID 1, as the
+/// kernel runs `init=`. Returns (exit status, stdout, stderr).
+fn boot_as_pid1(root: &Path, pr: &Path, extra_args: &str) -> (i32, String, String) {
+    std::fs::copy(pr, root.join("treeboot-prepare-root")).unwrap();
+    let script = format!(
+        "set -eu\nmount --bind \"$S\" \"$S\"\nmount --bind /dev \"$S/dev\"\nexec chroot \"$S\" /treeboot-prepare-root --cmdline /cmdline {extra_args}"
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--pid", "--fork", "--propagation", "private", "bash", "-c", &script])
+        .env("S", root)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(root.join("treeboot-prepare-root"));
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn pid1_mode_pivots_into_the_deployment_and_execs_init() {
+    let pr = static_prepare_root();
+    let (s, root, cmdline) = deployed("pid1");
+    let dep = deployment_dir(&root, 0);
+    std::fs::copy(&cmdline, root.join("cmdline")).unwrap();
+    // The deployment's init: a shell script that reports what it finds (the
+    // deployment root is immutable, as ostree makes it: lift that meanwhile).
+    run(Command::new("chattr").arg("-i").arg(&dep));
+    for b in ["/bin/sh", "/bin/cat", "/bin/cp", "/bin/mount"] {
+        install_with_libs(&dep, b);
+    }
+    write(&dep.join("sbin/init"), r#"#!/bin/sh
+echo "init: pid $$, args: $*"
+mount -t proc proc /proc
+cat /proc/self/mountinfo
+echo x > /usr/probe 2>/dev/null && echo "usr: writable" || echo "usr: read-only"
+echo x > /etc/probe && echo "etc: writable"
+echo x > /var/probe && echo "var: writable"
+test -d /sysroot/ostree/deploy && echo "sysroot: the physical root"
+test -c /dev/null && echo "dev: the kernel's"
+cp /run/ostree-booted /var/booted
+"#);
+    std::fs::set_permissions(dep.join("sbin/init"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    run(Command::new("chattr").arg("+i").arg(&dep));
+    let (code, out, err) = boot_as_pid1(&root, &pr, "single");
+    assert_eq!(code, 0, "{out}\n{err}");
+    for want in ["init: pid 1, args: single", "usr: read-only", "etc: writable", "var: writable", "sysroot: the physical root", "dev: the kernel's"] {
+        assert!(out.contains(want), "{want:?} missing:\n{out}\n{err}");
+    }
+    // The mount table init saw: (mount point, ro|rw, fs type).
+    let mut seen: Vec<(String, String, String)> = out
+        .lines()
+        .filter_map(|l| {
+            let (a, b) = l.split_once(" - ")?;
+            let f: Vec<&str> = a.split(' ').collect();
+            let opts = f.get(5)?.split(',').next()?.to_string();
+            Some((f.get(4)?.to_string(), opts, b.split(' ').next()?.to_string()))
+        })
+        .filter(|(t, _, _)| t != "/proc")
+        .collect();
+    seen.sort();
+    let targets: Vec<(&str, &str)> = seen.iter().map(|(t, o, _)| (t.as_str(), o.as_str())).collect();
+    assert_eq!(
+        targets,
+        vec![("/", "rw"), ("/dev", "rw"), ("/run", "rw"), ("/sysroot", "rw"), ("/usr", "ro"), ("/var", "rw")],
+        "{out}"
+    );
+    assert!(seen.iter().any(|(t, _, ty)| t == "/run" && ty == "tmpfs"), "{seen:?}");
+    // /var was the stateroot's, /etc the deployment's, and the record names
+    // the deployment; the physical root's own /run was not written.
+    let var = root.join("ostree/deploy/testos/var");
+    assert!(var.join("probe").exists() && dep.join("etc/probe").exists());
+    use std::os::unix::fs::MetadataExt;
+    let b = treeboot::formats::runstate::Booted::parse(&std::fs::read(var.join("booted")).unwrap()).unwrap();
+    let m = std::fs::metadata(&dep).unwrap();
+    assert_eq!(b.backing_root_device_inode, Some((m.dev(), m.ino())));
+    assert!(!root.join("run/ostree-booted").exists());
+    drop(s);
+}
+
+#[test]
+fn pid1_mode_failure_names_the_cause_and_changes_nothing() {
+    let pr = static_prepare_root();
+    let (_s, root, _cmdline) = deployed("pid1bad");
+    std::fs::write(root.join("cmdline"), "root=LABEL=root quiet\n").unwrap();
+    let before = snapshot(&root);
+    let (code, out, err) = boot_as_pid1(&root, &pr, "");
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("no ostree= argument") && err.contains("PID 1"), "{err}");
+    assert_unchanged("a failed PID 1 prepare-root", &before, &root);
+}

@@ -9,6 +9,7 @@ use crate::fsutil::display_path;
 use crate::ops;
 use crate::sysroot::Sysroot;
 
+#[cfg(feature = "libostree")]
 pub mod write;
 
 #[derive(Parser, Debug)]

@@ -14,9 +14,14 @@
 //!     bind of its own so that remount can make it writable;
 //!  7. without systemd (PID 1 mode), bind `/var` from the stateroot (with
 //!     systemd, the generator's var.mount does it);
-//!  8. write `/run/ostree-booted` with `backing-root-device-inode` and flags;
+//!  8. write `/run/ostree-booted` with `backing-root-device-inode` and flags
+//!     (PID 1 mode: into a tmpfs mounted on the deployment's `/run`, which
+//!     the init it starts keeps, as systemd keeps a mounted /run);
 //!  9. move the deployment onto SYSROOT and the physical root to
-//!     SYSROOT/sysroot (three moves through SYSROOT.tmp);
+//!     SYSROOT/sysroot (three moves through SYSROOT.tmp); in PID 1 mode,
+//!     where SYSROOT is `/`, `pivot_root` instead: the deployment becomes
+//!     `/` and the physical root `/sysroot` (a move cannot take a mount
+//!     from under itself);
 //! 10. make SYSROOT/sysroot read-only when asked, and private.
 //! `/boot` is left to the generator's boot.mount, as newer libostree does.
 //! Any failure undoes every mount made (`MountUndo`).
@@ -28,7 +33,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use cap_std_ext::cap_std::{self, fs::Dir};
 use cap_std_ext::dirext::CapStdExtDirExt;
 
-use super::mount::{MountUndo, MS_BIND, MS_MOVE, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, MS_SILENT};
+use super::mount::{MountUndo, MS_BIND, MS_MOVE, MS_NODEV, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, MS_SILENT};
 use crate::formats::kargs::Kargs;
 use crate::formats::keyfile::KeyFile;
 use crate::formats::names::{parse_deploy_name, valid_stateroot};
@@ -43,8 +48,12 @@ pub struct Options {
     pub cmdline: String,
     /// Where to write `ostree-booted` (`/run`).
     pub run_dir: Utf8PathBuf,
-    /// PID 1 mode: no systemd to mount /var.
+    /// Bind /var from the stateroot (no systemd generator to do it).
     pub bind_var: bool,
+    /// PID 1 mode (`init=` without an initramfs): SYSROOT is `/`, the new
+    /// root is put in place with `pivot_root`, and `run_dir` is unused: the
+    /// record goes to a tmpfs on the deployment's `/run`.
+    pub pid1: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -167,7 +176,17 @@ pub fn prepare_root(opts: &Options) -> Result<Booted> {
         .context("Making / private")?;
     // 4. The deployment, bound onto itself so that it is a mount we can move.
     undo.mount(Some(deploy.as_str()), &deploy, None, MS_BIND | MS_SILENT, None)?;
-    let run_private = opts.run_dir.join("treeboot");
+    // PID 1 mode: there is no /run yet; the new root's is a tmpfs, made now
+    // so that the transient layers and the record live in it.
+    let run_dir = if opts.pid1 {
+        let run = deploy.join("run");
+        require_dir(&root, &drel.join("run"), "the deployment has no /run mount point")?;
+        undo.mount(Some("tmpfs"), &run, Some("tmpfs"), MS_NOSUID | MS_NODEV | MS_SILENT, Some("mode=0755"))?;
+        run
+    } else {
+        opts.run_dir.clone()
+    };
+    let run_private = run_dir.join("treeboot");
     if config.root_transient {
         transient_overlay(&mut undo, &run_private.join("root"), &deploy, &deploy)?;
         std::fs::create_dir_all(deploy.join("sysroot"))?;
@@ -194,7 +213,16 @@ pub fn prepare_root(opts: &Options) -> Result<Booted> {
         undo.mount(Some(var_src.as_str()), &var, None, MS_BIND | MS_SILENT, None)?;
     }
     // 8. The record tools read to find the booted deployment.
-    write_booted(&opts.run_dir, &booted)?;
+    write_booted(&run_dir, &booted)?;
+    if opts.pid1 {
+        // 9. (PID 1) The deployment becomes / and the physical root, the
+        //    old /, goes to its /sysroot.
+        pivot_into(&deploy).context("Making the deployment the root (pivot_root)")?;
+        undo.commit();
+        // 10.
+        finish_sysroot(Utf8Path::new("/sysroot"), config.sysroot_readonly)?;
+        return Ok(booted);
+    }
     // 9. Three moves, as libostree does, because /sysroot cannot be moved
     //    under itself: the deployment to SYSROOT.tmp, the physical root into
     //    its `sysroot`, then SYSROOT.tmp to SYSROOT.
@@ -217,19 +245,37 @@ pub fn prepare_root(opts: &Options) -> Result<Booted> {
     })();
     let _ = std::fs::remove_dir(&tmp);
     if let Err(e) = moved {
-        let _ = std::fs::remove_file(opts.run_dir.join("ostree-booted"));
+        let _ = std::fs::remove_file(run_dir.join("ostree-booted"));
         return Err(e.context(format!("Moving the deployment onto {sysroot}")));
     }
     undo.commit();
-    // 10. The physical root, now at SYSROOT/sysroot: read-only if asked, and
-    //     private so that mounts under /var do not propagate into it.
-    let inner = sysroot.join("sysroot");
-    if config.sysroot_readonly {
-        super::mount::mount(Some(inner.as_str()), &inner, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_SILENT, None)
+    // 10.
+    finish_sysroot(&sysroot.join("sysroot"), config.sysroot_readonly)?;
+    Ok(booted)
+}
+
+/// Step 10: the physical root, now at `inner`: read-only if asked, and
+/// private so that mounts under /var do not propagate into it.
+fn finish_sysroot(inner: &Utf8Path, readonly: bool) -> Result<()> {
+    if readonly {
+        super::mount::mount(Some(inner.as_str()), inner, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_SILENT, None)
             .context("Making /sysroot read-only")?;
     }
-    super::mount::mount(Some("none"), &inner, None, MS_PRIVATE | MS_SILENT, None).context("Making /sysroot private")?;
-    Ok(booted)
+    super::mount::mount(Some("none"), inner, None, MS_PRIVATE | MS_SILENT, None).context("Making /sysroot private")?;
+    Ok(())
+}
+
+/// `pivot_root(deploy, deploy/sysroot)`, then `/` as the working directory.
+fn pivot_into(deploy: &Utf8Path) -> Result<()> {
+    std::env::set_current_dir(deploy).with_context(|| format!("chdir {deploy}"))?;
+    let dot = std::ffi::CString::new(".").unwrap();
+    let put_old = std::ffi::CString::new("sysroot").unwrap();
+    // SAFETY: two valid NUL-terminated paths; the syscall has no other inputs.
+    if unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), put_old.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    std::env::set_current_dir("/").context("chdir /")?;
+    Ok(())
 }
 
 /// An overlay of `lower` on `target` whose upper layer is a fresh tmpfs at

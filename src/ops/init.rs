@@ -6,7 +6,6 @@ use camino::Utf8Path;
 use cap_std_ext::cap_std::fs::{Dir, DirBuilder, DirBuilderExt};
 use cap_std_ext::dirext::CapStdExtDirExt;
 use fn_error_context::context;
-use std::os::fd::AsFd;
 
 use crate::formats::names::valid_stateroot;
 
@@ -41,16 +40,10 @@ pub fn init_fs(path: &Utf8Path) -> Result<()> {
         mkdir_mode(&d, name, mode)?;
     }
     if d.symlink_metadata_optional("ostree/repo")?.is_none() {
-        let fd = d.as_fd();
-        let repo = ostree::Repo::create_at(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            "ostree/repo",
-            ostree::RepoMode::Bare,
-            None,
-            ostree::gio::Cancellable::NONE,
-        )
-        .context("Creating ostree/repo")?;
-        drop(repo);
+        #[cfg(feature = "libostree")]
+        crate::repo::Repo::create(&d)?;
+        #[cfg(not(feature = "libostree"))]
+        bail!("cannot create ostree/repo: treeboot was built without the libostree feature");
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ use fn_error_context::context;
 use crate::bootloader::swap::{self, BootConfigKey, BootDeployment, SwapResult};
 use crate::formats::osrelease;
 use crate::fsutil;
-use crate::repo::{ObjectStore, Repo};
+use crate::repo::ObjectStore;
 use crate::sysroot::{Deployment, Sysroot, SysrootLock};
 
 /// An open sysroot with its write lock and, for operations that check out
@@ -31,9 +31,10 @@ pub struct Writer {
 impl Writer {
     /// Take `/ostree/lock`, load the sysroot (what we read is then what no
     /// other writer is changing) and open the repository with libostree.
+    #[cfg(feature = "libostree")]
     pub fn open(path: &camino::Utf8Path) -> Result<Self> {
         let mut w = Self::open_without_store(path)?;
-        w.store = Some(Box::new(Repo::open(&w.sysroot.root)?));
+        w.store = Some(Box::new(crate::repo::Repo::open(&w.sysroot.root)?));
         Ok(w)
     }
 

@@ -1,6 +1,6 @@
 //! The only user of libostree (the `ostree` crate): the object store.
-//! Resolving refs, reading commit metadata, hardlink checkouts, the
-//! `ostree/B/S/I` refs that keep deployed commits from being pruned.
+//! Resolving refs, reading commit metadata, hardlink checkouts, pruning,
+//! creating the repository of a new sysroot.
 
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -10,21 +10,10 @@ use fn_error_context::context;
 use ostree::gio;
 use ostree::glib;
 
+use super::ObjectStore;
+
 pub struct Repo {
     repo: ostree::Repo,
-}
-
-/// What the writing operations need from the object store. Operations hold
-/// it as a trait object, so that the code paths that never construct one
-/// (finalize at shutdown, in the libc-only `treeboot` binary) do not link
-/// libostree.
-pub trait ObjectStore {
-    /// A refspec or checksum to a commit checksum.
-    fn resolve(&self, refspec: &str) -> Result<String>;
-    /// Hardlink checkout of a commit as `dest/name`.
-    fn checkout(&self, csum: &str, dest: &Dir, name: &str) -> Result<()>;
-    /// Remove unreachable objects: (count, bytes).
-    fn prune(&self) -> Result<(i32, u64)>;
 }
 
 impl ObjectStore for Repo {
@@ -44,6 +33,14 @@ fn is_checksum(s: &str) -> bool {
 }
 
 impl Repo {
+    /// A new, empty `bare` repository at `ostree/repo` (as `ostree admin init-fs`).
+    #[context("Creating repository ostree/repo")]
+    pub fn create(sysroot: &Dir) -> Result<()> {
+        let fd = sysroot.as_fd();
+        ostree::Repo::create_at(fd.as_raw_fd(), "ostree/repo", ostree::RepoMode::Bare, None, gio::Cancellable::NONE)?;
+        Ok(())
+    }
+
     #[context("Opening repository ostree/repo")]
     pub fn open(sysroot: &Dir) -> Result<Self> {
         let repo = ostree::Repo::open_at_dir(sysroot.as_fd(), "ostree/repo")?;

@@ -9,7 +9,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 W=$1
 mkdir -p "$W"
-PKGS=systemd,systemd-sysv,udev,linux-image-amd64,dracut,ostree,e2fsprogs,kmod,procps,util-linux
+PKGS=systemd,systemd-sysv,udev,linux-image-amd64,dracut,ostree,e2fsprogs,kmod,procps,util-linux,dmsetup
 KEY=$(echo "bookworm $PKGS v1" | sha256sum | cut -c1-16)
 TAR=$W/rootfs-$KEY.tar
 # mmdebstrap guesses its output format from the name, and a name it does not
@@ -33,6 +33,9 @@ tar -C "$R" -xf "$TAR"
 echo "vm: installing treeboot into the image"
 make -C "$ROOT" install DESTDIR="$R" PREFIX=/usr >/dev/null
 install -Dm755 "$ROOT/tests/vm/guest/kola-runner" "$R/usr/lib/treeboot-test/kola-runner"
+cargo build --release --locked --manifest-path "$ROOT/Cargo.toml" --example replay-log >/dev/null 2>&1 \
+    || cargo build --release --locked --manifest-path "$ROOT/Cargo.toml" --example replay-log
+install -Dm755 "$ROOT/target/release/examples/replay-log" "$R/usr/lib/treeboot-test/replay-log"
 install -Dm755 "$ROOT/tests/vm/guest/autopkgtest-reboot" "$R/usr/lib/treeboot-test/autopkgtest-reboot"
 install -Dm644 "$ROOT/tests/vm/guest/treeboot-kola.service" "$R/usr/lib/systemd/system/treeboot-kola.service"
 ln -sf /usr/lib/systemd/system/treeboot-kola.service "$R/etc/systemd/system/multi-user.target.wants/treeboot-kola.service"

@@ -41,7 +41,7 @@ vm-test:
 	hack/install-deps vm
 	tests/vm/run
 
-bench: build
+bench: build static
 	bench/run
 
 install: build static

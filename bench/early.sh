@@ -50,6 +50,14 @@ for b in treeboot-prepare-root treeboot-remount treeboot-generator treeboot; do
     strip -o "$W/$b.stripped" "$REL/$b"
     printf 'binary size stripped: %s %d KiB\n' "$b" "$(( $(stat -c %s "$W/$b.stripped") / 1024 ))"
 done
+# The static build for PID 1 mode (make static).
+STATIC=$(dirname "$0")/../target/static/x86_64-unknown-linux-gnu/release/treeboot-prepare-root
+if [[ -x $STATIC ]]; then
+    strip -o "$W/static.stripped" "$STATIC"
+    printf 'binary size stripped: treeboot-prepare-root-static (PID 1 mode, no shared library) %d KiB\n' "$(( $(stat -c %s "$W/static.stripped") / 1024 ))"
+else
+    echo "binary size stripped: treeboot-prepare-root-static not built (make static)"
+fi
 printf 'binary size stripped: ostree-prepare-root (Debian) %d KiB (+ shared libraries: %s)\n' "$(( $(stat -c %s /usr/lib/ostree/ostree-prepare-root) / 1024 ))" "$(ldd /usr/lib/ostree/ostree-prepare-root | wc -l)"
 
 # The generator, as systemd runs it: three output directories, real /proc/cmdline.

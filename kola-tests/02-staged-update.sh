@@ -9,9 +9,8 @@ set -xeuo pipefail
 . /run/kola/tests/lib.sh
 case "${AUTOPKGTEST_REBOOT_MARK:-}" in
 "")
-    mkdir -p /tmp/ov/usr/etc /tmp/ov/usr/share/kola
+    mkdir -p /tmp/ov/usr/etc
     echo "new default" > /tmp/ov/usr/etc/kola-default.conf
-    echo 2 > /tmp/ov/usr/share/kola/version
     new_commit 2 /tmp/ov
     echo "local edit" > /etc/kola-local.conf
     treeboot stage --json debian/test

@@ -8,8 +8,7 @@ set -xeuo pipefail
 . /run/kola/tests/lib.sh
 case "${AUTOPKGTEST_REBOOT_MARK:-}" in
 "")
-    mkdir -p /tmp/ov/usr/share/kola; echo 2 > /tmp/ov/usr/share/kola/version
-    new_commit 2 /tmp/ov
+    new_commit 2
     treeboot stage --lock-finalization debian/test
     treeboot status | grep -q "finalization locked"
     /tmp/autopkgtest-reboot locked

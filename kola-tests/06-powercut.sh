@@ -9,9 +9,8 @@ set -xeuo pipefail
 . /run/kola/tests/lib.sh
 step() { # next-mark delay
     n=$(( $(cat /var/kola-n 2>/dev/null || echo 1) + 1 )); echo "$n" > /var/kola-n
-    mkdir -p /tmp/ov/usr/share/kola; echo "$n" > /tmp/ov/usr/share/kola/version
     echo "$(booted_version) $n" > /var/kola-expect
-    new_commit "$n" /tmp/ov
+    new_commit "$n"
     treeboot stage debian/test
     sync
     echo "KOLA-POWERCUT delay=$2" > /dev/ttyS0

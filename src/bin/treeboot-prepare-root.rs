@@ -55,27 +55,21 @@ fn main() {
             fail(&format!("mounting /proc: {e}"));
         }
     }
-    let cmdline = std::fs::read_to_string(&cmdline_file);
+    let abort = |msg: String| -> ! {
+        if mounted_proc {
+            let _ = umount_detach(Utf8Path::new("/proc"));
+        }
+        fail(&msg)
+    };
+    let cmdline = std::fs::read_to_string(&cmdline_file).unwrap_or_else(|e| abort(format!("reading {cmdline_file}: {e}")));
     let opts = Options {
         sysroot: if pid1 { "/".into() } else { sysroot.unwrap_or_else(|| "/sysroot".into()) },
-        cmdline: cmdline.as_ref().cloned().unwrap_or_default(),
+        cmdline,
         run_dir: "/run".into(),
         bind_var,
         pid1,
     };
-    let result = match cmdline {
-        Err(e) => Err(anyhow::anyhow!("reading {cmdline_file}: {e}")),
-        Ok(_) => prepare_root(&opts),
-    };
-    let b = match result {
-        Ok(b) => b,
-        Err(e) => {
-            if mounted_proc {
-                let _ = umount_detach(Utf8Path::new("/proc"));
-            }
-            fail(&format!("{e:#}"));
-        }
-    };
+    let b = prepare_root(&opts).unwrap_or_else(|e| abort(format!("{e:#}")));
     let (dev, ino) = b.backing_root_device_inode.unwrap_or_default();
     if !pid1 {
         eprintln!("treeboot-prepare-root: deployment (dev {dev}, inode {ino}) is the root at {}", opts.sysroot);

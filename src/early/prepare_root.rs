@@ -159,6 +159,9 @@ pub fn prepare_root(opts: &Options) -> Result<Booted> {
     if !config.etc_transient {
         require_dir(&root, &drel.join("etc"), "the deployment has no /etc")?;
     }
+    if opts.pid1 {
+        require_dir(&root, &drel.join("run"), "the deployment has no /run mount point")?;
+    }
     let deploy = sysroot.join(drel);
     let st = std::fs::metadata(&deploy).with_context(|| format!("stat {deploy}"))?;
     let booted = Booted {
@@ -180,7 +183,6 @@ pub fn prepare_root(opts: &Options) -> Result<Booted> {
     // so that the transient layers and the record live in it.
     let run_dir = if opts.pid1 {
         let run = deploy.join("run");
-        require_dir(&root, &drel.join("run"), "the deployment has no /run mount point")?;
         undo.mount(Some("tmpfs"), &run, Some("tmpfs"), MS_NOSUID | MS_NODEV | MS_SILENT, Some("mode=0755"))?;
         run
     } else {
@@ -268,12 +270,7 @@ fn finish_sysroot(inner: &Utf8Path, readonly: bool) -> Result<()> {
 /// `pivot_root(deploy, deploy/sysroot)`, then `/` as the working directory.
 fn pivot_into(deploy: &Utf8Path) -> Result<()> {
     std::env::set_current_dir(deploy).with_context(|| format!("chdir {deploy}"))?;
-    let dot = std::ffi::CString::new(".").unwrap();
-    let put_old = std::ffi::CString::new("sysroot").unwrap();
-    // SAFETY: two valid NUL-terminated paths; the syscall has no other inputs.
-    if unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), put_old.as_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
+    rustix::process::pivot_root(".", "sysroot")?;
     std::env::set_current_dir("/").context("chdir /")?;
     Ok(())
 }

@@ -52,9 +52,7 @@ fn same_tree_as_ostree_admin_through_a_lifecycle() {
     let s = Scratch::new("diff");
     let base = sysroot_with_commits(&s);
     // A version that PRETTY_NAME ("Test OS 1") already contains.
-    let t = s.join("tree-v1");
-    make_tree(&t, "A", "one");
-    commit(&base.join("ostree/repo"), "testos/one", &t, "1");
+    commit_tree(&s, &base.join("ostree/repo"), "testos/one", "A", "one", "1", |_| {});
     let (a, b) = (s.join("by-ostree"), s.join("by-treeboot"));
     copy_sysroot(&base, &a);
     copy_sysroot(&base, &b);

@@ -257,6 +257,11 @@ fn early_binaries_link_only_libc() {
 /// treeboot-prepare-root linked statically, as PID 1 mode needs (the
 /// physical root has no libc); built here as `make static` builds it.
 fn static_prepare_root() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build_static_prepare_root).clone()
+}
+
+fn build_static_prepare_root() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let target = "x86_64-unknown-linux-gnu";
     let out = Command::new(option_env!("CARGO").unwrap_or("cargo"))

@@ -172,14 +172,8 @@ fn bad_input_is_named_and_nothing_changes() {
 
     // A commit without a kernel, and one with two.
     let repo = root.join("ostree/repo");
-    let t = s.join("nokernel");
-    make_tree(&t, "A", "nk");
-    std::fs::remove_dir_all(t.join("usr/lib/modules")).unwrap();
-    commit(&repo, "testos/nokernel", &t, "nk");
-    let t2 = s.join("twokernels");
-    make_tree(&t2, "A", "tk");
-    write(&t2.join("usr/lib/modules/6.2.0-other/vmlinuz"), "k2");
-    commit(&repo, "testos/twokernels", &t2, "tk");
+    commit_tree(&s, &repo, "testos/nokernel", "A", "nk", "nk", |t| std::fs::remove_dir_all(t.join("usr/lib/modules")).unwrap());
+    commit_tree(&s, &repo, "testos/twokernels", "A", "tk", "tk", |t| write(&t.join("usr/lib/modules/6.2.0-other/vmlinuz"), "k2"));
     let before = snapshot(&root);
     let check = |args: &[&str], expect: &str| fails_and_changes_nothing(&root, &before, args, expect);
     check(&["deploy", "testos/nokernel"], "has no kernel");

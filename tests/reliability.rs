@@ -7,16 +7,15 @@ use std::process::Command;
 
 /// A tree whose kernel and initramfs take 1 MiB each.
 fn big_kernel_commit(s: &Scratch, root: &Path) {
-    let t = s.join("tree-big");
-    make_tree(&t, "big", "big");
-    let mut k = vec![0u8; 1 << 20];
-    for (i, b) in k.iter_mut().enumerate() {
-        *b = (i * 7 % 251) as u8;
-    }
-    std::fs::write(t.join("usr/lib/modules/6.1.0-test/vmlinuz"), &k).unwrap();
-    k.reverse();
-    std::fs::write(t.join("usr/lib/modules/6.1.0-test/initramfs.img"), &k).unwrap();
-    commit(&root.join("ostree/repo"), "testos/big", &t, "9.0");
+    commit_tree(s, &root.join("ostree/repo"), "testos/big", "big", "big", "9.0", |t| {
+        let mut k = vec![0u8; 1 << 20];
+        for (i, b) in k.iter_mut().enumerate() {
+            *b = (i * 7 % 251) as u8;
+        }
+        std::fs::write(t.join("usr/lib/modules/6.1.0-test/vmlinuz"), &k).unwrap();
+        k.reverse();
+        std::fs::write(t.join("usr/lib/modules/6.1.0-test/initramfs.img"), &k).unwrap();
+    });
 }
 
 /// Run `deploy testos/big` with /boot on a 4 MiB tmpfs that has `free`

@@ -96,12 +96,10 @@ $TB --sysroot $S finalize-staged
 fn conflict_refuses_staging_and_leaves_nothing() {
     let s = Scratch::new("conflict");
     let root = booted_on_v1(&s);
-    // v-conflict ships /etc/ssh as a file... no: the admin has a file where
-    // the new defaults have a directory.
-    let t = s.join("tree-conflict");
-    make_tree(&t, "A", "conflict");
-    write(&t.join("usr/etc/sudoers.d/README"), "now a directory\n");
-    commit(&root.join("ostree/repo"), "testos/conflict", &t, "4.0");
+    // The admin has a file where the new defaults have a directory.
+    commit_tree(&s, &root.join("ostree/repo"), "testos/conflict", "A", "conflict", "4.0", |t| {
+        write(&t.join("usr/etc/sudoers.d/README"), "now a directory\n")
+    });
     write(&deployment_dir(&root, 0).join("etc/sudoers.d"), "local file\n");
     let before = snapshot(&root);
     let r = in_booted_namespace(&root, 0, r#"
@@ -133,10 +131,7 @@ fn finalize_failure_keeps_old_default_and_is_reported() {
     let etc = deployment_dir(&root, 0).join("etc");
     // The admin creates, after staging, a file where v4 has a directory:
     // the re-merge at shutdown must fail.
-    let t = s.join("tree-late");
-    make_tree(&t, "A", "late");
-    write(&t.join("usr/etc/late.d/README"), "a directory\n");
-    commit(&root.join("ostree/repo"), "testos/late", &t, "4.0");
+    commit_tree(&s, &root.join("ostree/repo"), "testos/late", "A", "late", "4.0", |t| write(&t.join("usr/etc/late.d/README"), "a directory\n"));
     let r = in_booted_namespace(&root, 0, &format!(r#"
 $TB --sysroot $S stage testos/late
 echo "local" > {etc}/late.d

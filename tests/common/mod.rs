@@ -118,6 +118,16 @@ pub fn commit(repo: &Path, branch: &str, tree: &Path, version: &str) -> String {
     .to_string()
 }
 
+/// A tree as `make_tree(kernel, variant)` makes it, changed by `edit`, in
+/// `tree-{variant}` of the scratch dir, committed to `repo` on `branch` with
+/// `version`; returns the checksum.
+pub fn commit_tree(s: &Scratch, repo: &Path, branch: &str, kernel: &str, variant: &str, version: &str, edit: impl FnOnce(&Path)) -> String {
+    let t = s.join(&format!("tree-{variant}"));
+    make_tree(&t, kernel, variant);
+    edit(&t);
+    commit(repo, branch, &t, version)
+}
+
 /// A sysroot made with treeboot, stateroot `testos`, commits `testos/v1`,
 /// `testos/v2`, `testos/v3` (v3 has a new kernel).
 pub fn sysroot_with_commits(s: &Scratch) -> PathBuf {
@@ -126,9 +136,7 @@ pub fn sysroot_with_commits(s: &Scratch) -> PathBuf {
     run(tb(&root).args(["os-init", "testos"]));
     let repo = root.join("ostree/repo");
     for (v, k) in [("1.0", "A"), ("2.0", "A"), ("3.0", "B")] {
-        let t = s.join(&format!("tree-{v}"));
-        make_tree(&t, k, v);
-        commit(&repo, &format!("testos/v{}", &v[..1]), &t, v);
+        commit_tree(s, &repo, &format!("testos/v{}", &v[..1]), k, v, v, |_| {});
     }
     root
 }

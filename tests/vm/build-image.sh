@@ -11,7 +11,11 @@ W=$1
 mkdir -p "$W"
 PKGS=systemd,systemd-sysv,udev,linux-image-amd64,dracut,ostree,e2fsprogs,kmod,procps,util-linux,dmsetup
 KEY=$(echo "bookworm $PKGS v1" | sha256sum | cut -c1-16)
-TAR=$W/rootfs-$KEY.tar
+# The root file system is cached outside the clone, keyed by its package
+# list, so that a fresh clone (CI) does not build it again.
+CACHE=${TREEBOOT_VM_CACHE:-/var/cache/treeboot/vm}
+mkdir -p "$CACHE"
+TAR=$CACHE/rootfs-$KEY.tar
 # mmdebstrap guesses its output format from the name, and a name it does not
 # know (such as *.tar.tmp) gives a directory: say tar, and keep the suffix.
 [[ -d $TAR ]] && rm -rf "$TAR"
@@ -20,9 +24,9 @@ if [[ ! -f $TAR || ! -s $TAR ]]; then
     mmdebstrap --variant=apt --include="$PKGS" --aptopt='Apt::Install-Recommends "false"' \
         --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
         --dpkgopt='path-exclude=/usr/share/locale/*' \
-        --format=tar bookworm "$W/rootfs-$KEY.partial.tar" >"$W/mmdebstrap.log" 2>&1 \
+        --format=tar bookworm "$CACHE/rootfs-$KEY.partial.tar" >"$W/mmdebstrap.log" 2>&1 \
         || { tail -30 "$W/mmdebstrap.log"; exit 1; }
-    mv "$W/rootfs-$KEY.partial.tar" "$TAR"
+    mv "$CACHE/rootfs-$KEY.partial.tar" "$TAR"
 else
     echo "vm: reusing the cached root file system $TAR"
 fi

@@ -26,11 +26,17 @@ static: deps
 demo: build
 	hack/demo.sh
 
-# Every test: unit, integration (directory sysroots, differential against
-# Debian's ostree), the crash matrix (hence the failpoints feature, which
-# release builds never have) and, unless SKIP_VM=1, the QEMU suite.
+# Every test: clippy (warnings are errors), unit, integration (directory
+# sysroots, differential against Debian's ostree), the crash matrix (hence
+# the failpoints feature, which release builds never have) and, unless
+# SKIP_VM=1, the QEMU suite. Each part prints how long it took.
 test: deps
-	$(CARGO) test --locked --features failpoints
+	@t0=$$(date +%s); \
+	$(CARGO) clippy --locked --all-targets --features failpoints -- -D warnings && \
+	echo "test: clippy clean in $$(( $$(date +%s) - t0 ))s"
+	@t0=$$(date +%s); \
+	$(CARGO) test --locked --features failpoints && \
+	echo "test: cargo test suites in $$(( $$(date +%s) - t0 ))s"
 	@if [ "$(SKIP_VM)" = "1" ]; then \
 		echo "*** SKIP_VM=1: the QEMU boot suite was NOT run ***"; \
 	elif [ -x tests/vm/run ]; then \

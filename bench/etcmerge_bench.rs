@@ -12,10 +12,13 @@ fn put(p: &Path, content: &[u8]) {
     std::fs::write(p, content).unwrap();
 }
 
+/// This process's peak RSS (`VmHWM`), in KiB. Unlike getrusage's
+/// `ru_maxrss`, it counts only this program image, never the memory of the
+/// process it was spawned from.
 fn maxrss_kib() -> i64 {
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    ru.ru_maxrss
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).expect("VmHWM in /proc/self/status");
+    line.trim().trim_end_matches("kB").trim().parse().unwrap()
 }
 
 fn main() {
@@ -67,14 +70,14 @@ fn merge(base: &Path, n: usize) {
     let (old, cur, new, out) = (base.join("old"), base.join("cur"), base.join("new"), base.join("out"));
     let dir = |p: &Path| Dir::open_ambient_dir(p, ambient_authority()).unwrap();
     let t = Instant::now();
-    let plan = treeboot::etcmerge::plan(&dir(&old), &dir(&cur), &dir(&new)).unwrap();
+    let plan = treeboot::etcmerge::plan(dir(&old), dir(&cur), dir(&new)).unwrap();
     let plan_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     // What deploy does: copy the defaults the merge keeps, then apply.
-    treeboot::etcmerge::copy_defaults_for(&plan, &dir(&new), &dir(&out), "etc").unwrap();
+    treeboot::etcmerge::copy_defaults_for(&plan, dir(&new), dir(&out), "etc").unwrap();
     let copy_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let stats = treeboot::etcmerge::apply(&plan, &dir(&cur), &dir(&out.join("etc"))).unwrap();
+    let stats = treeboot::etcmerge::apply(&plan, dir(&cur), dir(&out.join("etc"))).unwrap();
     let apply_s = t.elapsed().as_secs_f64();
     println!(
         "etcmerge files={n} modified={} added={} removed={} plan_ms={:.0} copy_defaults_ms={:.0} apply_ms={:.0} peak_rss_kib={}",

@@ -3,13 +3,13 @@
 //! metadata. Everything here works relative to a directory fd, so callers
 //! cannot be led outside the tree they were given.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
 
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{AtFlags, Mode, OFlags, XattrFlags};
 
 pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
@@ -44,7 +44,7 @@ pub fn open_dir_path(dir: impl AsFd, rel: &Path) -> io::Result<OwnedFd> {
 
 /// The parent directory of `rel` (opened without following symlinks) and the
 /// last component.
-pub fn open_parent<'a>(dir: impl AsFd, rel: &'a Path) -> io::Result<(OwnedFd, &'a OsStr)> {
+pub fn open_parent(dir: impl AsFd, rel: &Path) -> io::Result<(OwnedFd, &OsStr)> {
     let name = rel.file_name().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, format!("no file name in {}", rel.display()))
     })?;
@@ -102,53 +102,64 @@ fn split_list(list: &[u8]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Read the extended attributes of a file through either an fd (`Some(fd)`)
-/// or a path that is not followed (`lpath`). Returns them sorted by name.
-fn read_xattrs_impl(fd: Option<BorrowedFd>, lpath: Option<&CString>) -> io::Result<Xattrs> {
-    let list = |buf: *mut libc::c_char, len: usize| unsafe {
-        match (fd, lpath) {
-            (Some(fd), _) => libc::flistxattr(fd.as_raw_fd(), buf, len),
-            (None, Some(p)) => libc::llistxattr(p.as_ptr(), buf, len),
-            _ => unreachable!(),
+/// Where extended attributes are read: an open file, or a path whose last
+/// component is not followed (a symlink's own attributes).
+#[derive(Clone, Copy)]
+enum XattrTarget<'a> {
+    Fd(BorrowedFd<'a>),
+    Link(&'a CStr),
+}
+
+impl XattrTarget<'_> {
+    fn list_size(self) -> rustix::io::Result<usize> {
+        match self {
+            Self::Fd(fd) => rustix::fs::flistxattr_query(fd),
+            Self::Link(p) => rustix::fs::llistxattr_query(p),
         }
-    };
-    let size = list(std::ptr::null_mut(), 0);
-    if size < 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ENOTSUP) {
-            return Ok(Vec::new());
-        }
-        return Err(e);
     }
+
+    fn list(self, buf: &mut [u8]) -> rustix::io::Result<usize> {
+        match self {
+            Self::Fd(fd) => rustix::fs::flistxattr(fd, buf),
+            Self::Link(p) => rustix::fs::llistxattr(p, buf),
+        }
+    }
+
+    fn value_size(self, name: &CStr) -> rustix::io::Result<usize> {
+        match self {
+            Self::Fd(fd) => rustix::fs::fgetxattr_query(fd, name),
+            Self::Link(p) => rustix::fs::lgetxattr_query(p, name),
+        }
+    }
+
+    fn value(self, name: &CStr, buf: &mut [u8]) -> rustix::io::Result<usize> {
+        match self {
+            Self::Fd(fd) => rustix::fs::fgetxattr(fd, name, buf),
+            Self::Link(p) => rustix::fs::lgetxattr(p, name, buf),
+        }
+    }
+}
+
+/// Read the extended attributes of a file. Returns them sorted by name; none
+/// on a file system without xattr support.
+fn read_xattrs_impl(target: XattrTarget) -> io::Result<Xattrs> {
+    let size = match target.list_size() {
+        Ok(n) => n,
+        Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
     if size == 0 {
         return Ok(Vec::new());
     }
-    let mut buf = vec![0u8; size as usize];
-    let n = list(buf.as_mut_ptr() as *mut libc::c_char, buf.len());
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    buf.truncate(n as usize);
+    let mut buf = vec![0u8; size];
+    let n = target.list(&mut buf)?;
+    buf.truncate(n);
     let mut out = Vec::new();
     for name in split_list(&buf) {
         let cname = cstr(&name)?;
-        let get = |b: *mut libc::c_void, len: usize| unsafe {
-            match (fd, lpath) {
-                (Some(fd), _) => libc::fgetxattr(fd.as_raw_fd(), cname.as_ptr(), b, len),
-                (None, Some(p)) => libc::lgetxattr(p.as_ptr(), cname.as_ptr(), b, len),
-                _ => unreachable!(),
-            }
-        };
-        let vs = get(std::ptr::null_mut(), 0);
-        if vs < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut v = vec![0u8; vs as usize];
-        let got = get(v.as_mut_ptr() as *mut libc::c_void, v.len());
-        if got < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        v.truncate(got as usize);
+        let mut v = vec![0u8; target.value_size(&cname)?];
+        let got = target.value(&cname, &mut v)?;
+        v.truncate(got);
         out.push((name, v));
     }
     out.sort();
@@ -156,7 +167,7 @@ fn read_xattrs_impl(fd: Option<BorrowedFd>, lpath: Option<&CString>) -> io::Resu
 }
 
 pub fn fd_xattrs(fd: impl AsFd) -> io::Result<Xattrs> {
-    read_xattrs_impl(Some(fd.as_fd()), None)
+    read_xattrs_impl(XattrTarget::Fd(fd.as_fd()))
 }
 
 /// A `/proc/self/fd/N/name` path: lets the `l*xattr` calls reach a symlink
@@ -169,18 +180,12 @@ fn proc_path(dir: BorrowedFd, name: &OsStr) -> io::Result<CString> {
 
 pub fn symlink_xattrs(dir: impl AsFd, name: &OsStr) -> io::Result<Xattrs> {
     let p = proc_path(dir.as_fd(), name)?;
-    read_xattrs_impl(None, Some(&p))
+    read_xattrs_impl(XattrTarget::Link(&p))
 }
 
 pub fn set_fd_xattrs(fd: impl AsFd, xattrs: &Xattrs) -> io::Result<()> {
     for (k, v) in xattrs {
-        let k = cstr(k)?;
-        let r = unsafe {
-            libc::fsetxattr(fd.as_fd().as_raw_fd(), k.as_ptr(), v.as_ptr() as *const _, v.len(), 0)
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        rustix::fs::fsetxattr(&fd, cstr(k)?.as_c_str(), v, XattrFlags::empty())?;
     }
     Ok(())
 }
@@ -191,11 +196,7 @@ pub fn set_symlink_xattrs(dir: impl AsFd, name: &OsStr, xattrs: &Xattrs) -> io::
     }
     let p = proc_path(dir.as_fd(), name)?;
     for (k, v) in xattrs {
-        let k = cstr(k)?;
-        let r = unsafe { libc::lsetxattr(p.as_ptr(), k.as_ptr(), v.as_ptr() as *const _, v.len(), 0) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        rustix::fs::lsetxattr(&p, cstr(k)?.as_c_str(), v, XattrFlags::empty())?;
     }
     Ok(())
 }

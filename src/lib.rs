@@ -40,6 +40,6 @@ pub mod fsutil;
 pub mod journal;
 pub mod ops;
 pub mod repo;
-pub mod staged;
+pub mod sys;
 pub mod sysroot;
 pub mod timing;

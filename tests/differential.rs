@@ -103,7 +103,7 @@ fn ostree_reads_treeboot_and_treeboot_manages_ostree() {
     run(ostree_admin(&root).args(["deploy", "--os=testos", "testos/v3"]));
     run(tb(&root).args(["undeploy", "1"]));
     assert_eq!(ostree_status_names(&root), treeboot_status_names(&root));
-    let out = run(&mut ostree_admin(&root).arg("status"));
+    let out = run(ostree_admin(&root).arg("status"));
     assert!(out.contains("Version: 3.0"), "{out}");
     // The lock is the same one: ostree admin must wait while treeboot holds it.
     run(tb(&root).arg("cleanup"));

@@ -47,7 +47,7 @@ fn dir(p: &Path) -> Dir {
 
 impl Trees {
     fn plan(&self) -> etcmerge::Plan {
-        etcmerge::plan(&dir(&self.old), &dir(&self.cur), &dir(&self.new)).unwrap()
+        etcmerge::plan(dir(&self.old), dir(&self.cur), dir(&self.new)).unwrap()
     }
     /// plan + copy new defaults + apply; returns the path of the new etc.
     /// Also checks that the reduced copy deploy uses (`copy_defaults_for`,
@@ -55,12 +55,12 @@ impl Trees {
     fn merge(&self) -> PathBuf {
         let plan = self.plan();
         assert!(plan.conflicts.is_empty(), "{:?}", plan.conflicts);
-        etcmerge::copy_tree(&dir(&self.new), &dir(&self.out), "etc").unwrap();
-        etcmerge::apply(&plan, &dir(&self.cur), &dir(&self.out.join("etc"))).unwrap();
+        etcmerge::copy_tree(dir(&self.new), dir(&self.out), "etc").unwrap();
+        etcmerge::apply(&plan, dir(&self.cur), dir(&self.out.join("etc"))).unwrap();
         let reduced = self.out.join("reduced");
         std::fs::create_dir_all(&reduced).unwrap();
-        etcmerge::copy_defaults_for(&plan, &dir(&self.new), &dir(&reduced), "etc").unwrap();
-        etcmerge::apply(&plan, &dir(&self.cur), &dir(&reduced.join("etc"))).unwrap();
+        etcmerge::copy_defaults_for(&plan, dir(&self.new), dir(&reduced), "etc").unwrap();
+        etcmerge::apply(&plan, dir(&self.cur), dir(&reduced.join("etc"))).unwrap();
         let (a, b) = (common::snapshot(&self.out.join("etc")), common::snapshot(&reduced.join("etc")));
         assert_eq!(a, b, "copy_defaults_for + apply differs from a full copy + apply");
         self.out.join("etc")
@@ -142,7 +142,7 @@ fn owner_only_and_mode_only_changes() {
     std::os::unix::fs::chown(t.cur.join("owned"), Some(7), Some(8)).unwrap();
     chmod(&t.cur.join("moded"), 0o600);
     put(&t.new.join("owned"), "new content\n");
-    let d = etcmerge::diff(&dir(&t.old), &dir(&t.cur)).unwrap();
+    let d = etcmerge::diff(dir(&t.old), dir(&t.cur)).unwrap();
     let how = |p: &str| d.changes.iter().find(|c| c.path == Path::new(p)).unwrap().how.clone();
     assert_eq!(how("owned"), vec!["owner"]);
     assert_eq!(how("moded"), vec!["mode"]);
@@ -164,7 +164,7 @@ fn xattrs_are_compared_and_copied() {
         // system without user xattrs cannot run this test.
         panic!("setfattr failed on {}: install `attr` and use a file system with user xattrs", p.display());
     }
-    let d = etcmerge::diff(&dir(&t.old), &dir(&t.cur)).unwrap();
+    let d = etcmerge::diff(dir(&t.old), dir(&t.cur)).unwrap();
     assert_eq!(d.changes[0].how, vec!["xattrs"]);
     let etc = t.merge();
     let out = std::process::Command::new("getfattr").args(["--only-values", "-n", "user.treeboot"]).arg(etc.join("x")).output().unwrap();
@@ -185,7 +185,7 @@ fn symlinks_retargeted_dangling_and_type_changes() {
     std::os::unix::fs::symlink("somewhere", t.cur.join("file2link")).unwrap();
     std::fs::remove_file(t.cur.join("link2file")).unwrap();
     put(&t.cur.join("link2file"), "now a file\n");
-    let d = etcmerge::diff(&dir(&t.old), &dir(&t.cur)).unwrap();
+    let d = etcmerge::diff(dir(&t.old), dir(&t.cur)).unwrap();
     let how = |p: &str| d.changes.iter().find(|c| c.path == Path::new(p)).unwrap().how.clone();
     assert_eq!(how("retarget"), vec!["target"]);
     assert_eq!(how("file2link"), vec!["type"]);
@@ -220,8 +220,8 @@ fn file_where_new_defaults_have_a_directory_is_a_conflict() {
     let msg = plan.conflict_message().unwrap();
     assert!(msg.contains("/etc/sudoers.d") && msg.contains("directory"), "{msg}");
     // apply refuses the plan.
-    etcmerge::copy_tree(&dir(&t.new), &dir(&t.out), "etc").unwrap();
-    let err = etcmerge::apply(&plan, &dir(&t.cur), &dir(&t.out.join("etc"))).unwrap_err();
+    etcmerge::copy_tree(dir(&t.new), dir(&t.out), "etc").unwrap();
+    let err = etcmerge::apply(&plan, dir(&t.cur), dir(&t.out.join("etc"))).unwrap_err();
     assert!(format!("{err:#}").contains("sudoers.d"));
     // Nothing of the admin's file was written.
     assert!(t.out.join("etc/sudoers.d").is_dir());
@@ -276,8 +276,8 @@ fn symlinks_pointing_outside_are_copied_not_followed() {
     let plan = t2.plan();
     // A local directory where the new defaults have a symlink: the link is
     // replaced by the directory, never written through.
-    etcmerge::copy_tree(&dir(&t2.new), &dir(&t2.out), "etc").unwrap();
-    let _ = etcmerge::apply(&plan, &dir(&t2.cur), &dir(&t2.out.join("etc")));
+    etcmerge::copy_tree(dir(&t2.new), dir(&t2.out), "etc").unwrap();
+    let _ = etcmerge::apply(&plan, dir(&t2.cur), dir(&t2.out.join("etc")));
     assert_eq!(read(&victim), "do not touch\n");
     assert!(!t2.out.join("file").exists());
 }

@@ -180,9 +180,12 @@ fn bad_input_is_named_and_nothing_changes() {
     check(&["deploy", "testos/twokernels"], "2 kernels (6.1.0-test, 6.2.0-other)");
 }
 
+/// What a corruption case does to a sysroot.
+type Breaker = Box<dyn Fn(&Path)>;
+
 #[test]
 fn corrupt_files_get_errors_naming_them() {
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+    let cases: Vec<(&str, Breaker, &str)> = vec![
         ("corrupt origin", Box::new(|root: &Path| {
             let o = root.join(status_json(root)["deployments"][0]["origin_path"].as_str().unwrap());
             std::fs::write(&o, b"\x00\x01junk").unwrap();

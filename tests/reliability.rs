@@ -52,7 +52,7 @@ ls $S/ostree/deploy/testos/deploy | wc -l | sed 's/^/deploydir=/'
 
 #[test]
 fn full_boot_never_breaks_the_old_default() {
-    assert!(treeboot::failpoint::ENABLED, "needs --features failpoints (to let writes reach ENOSPC past the up-front check)");
+    assert!(treeboot::failpoint::enabled(), "needs --features failpoints (to let writes reach ENOSPC past the up-front check)");
     let s = Scratch::new("fullboot");
     let base = sysroot_with_commits(&s);
     run(tb(&base).args(["deploy", "testos/v1"]));
@@ -135,4 +135,92 @@ fn concurrent_writers_and_readers() {
     run(tb(&root).arg("verify"));
     assert_eq!(ostree_status_names(&root), treeboot_status_names(&root));
     println!("concurrency: 4 writers x {rounds} rounds, {} reads, verify ok", reads.load(std::sync::atomic::Ordering::SeqCst));
+}
+
+/// A deploy whose swap is held inside the freeze of /boot (a failpoint
+/// sleeps between FIFREEZE and FITHAW) on an ext4 /boot, while `interrupt`
+/// (shell, with the writer's pid in $pid) happens to the writer. Afterwards
+/// /boot must be writable within a few seconds, whatever happened to the
+/// writer. Returns the script's stdout.
+fn frozen_boot_interrupted(tag: &str, sleep_ms: u32, probe_secs: u32, env: &str, interrupt: &str) -> String {
+    let probe_tenths = probe_secs * 10;
+    let s = Scratch::new(tag);
+    let root = sysroot_with_commits(&s);
+    run(tb(&root).args(["deploy", "testos/v1"]));
+    let script = format!(r#"
+set -eu
+img=$S/../boot.img
+truncate -s 64M $img
+mkfs.ext4 -q $img
+cp -a $S/boot $S/../boot-copy
+loop=$(losetup -f --show $img)
+mount $loop $S/boot
+# Whatever happens, never leave a frozen file system behind.
+trap 'fsfreeze -u $S/boot 2>/dev/null || true; umount $S/boot || umount -l $S/boot; losetup -d $loop' EXIT
+cp -a $S/../boot-copy/. $S/boot/
+log=$S/../writer.log
+# With job control the writer is a process group of its own with SIGINT
+# at its default (as a command run from a terminal), not ignored as in the
+# background jobs of a script.
+set -m
+TREEBOOT_TIMING=1 FAILPOINTS='swap::frozen=sleep({sleep_ms})' {env} $TB --sysroot $S deploy testos/v2 >/dev/null 2>$log &
+pid=$!
+set +m
+for i in $(seq 300); do grep -q "froze /boot" $log && break; sleep 0.1; done
+grep -q "froze /boot" $log || {{ echo "never froze"; cat $log; exit 1; }}
+echo "frozen"
+{interrupt}
+# A write to a frozen file system blocks uninterruptibly: poll a background
+# touch instead of waiting on it, and thaw by hand if it is stuck.
+touch $S/boot/probe & probe=$!
+for i in $(seq {probe_tenths}); do kill -0 $probe 2>/dev/null || break; sleep 0.1; done
+if kill -0 $probe 2>/dev/null; then echo "BOOT STILL FROZEN"; fsfreeze -u $S/boot; fi
+wait $probe && echo "boot written"
+set +e
+wait $pid
+echo "writer exit=$?"
+# Bootable, whatever the writer managed to do (checked while /boot is mounted).
+$TB --sysroot $S verify >/dev/null && echo "verify ok"
+"#);
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "bash", "-c", &script])
+        .env("TB", treeboot_bin())
+        .env("S", &root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{tag}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("frozen") && !stdout.contains("BOOT STILL FROZEN") && stdout.contains("boot written"), "{tag}: /boot must be writable within {probe_secs} s: {stdout}");
+    assert!(stdout.contains("verify ok"), "{tag}: {stdout}");
+    stdout
+}
+
+#[test]
+fn freeze_watchdog_thaws_when_the_writer_gets_ctrl_c() {
+    assert!(treeboot::failpoint::enabled(), "needs --features failpoints");
+    // Ctrl-C: SIGINT to the writer's whole process group (and to the
+    // watchdog too, which has left that group).
+    let out = frozen_boot_interrupted("freeze-int", 20_000, 5, "", "pkill -INT -P $pid; kill -INT -- -$pid");
+    assert!(out.contains("writer exit=130"), "killed by SIGINT: {out}");
+}
+
+#[test]
+fn freeze_watchdog_thaws_when_the_writer_is_killed() {
+    assert!(treeboot::failpoint::enabled(), "needs --features failpoints");
+    // systemd's stop of a unit: SIGTERM to every process of it (the
+    // watchdog must outlive it), then SIGKILL of the writer.
+    let out = frozen_boot_interrupted("freeze-kill", 20_000, 5, "", "pkill -TERM -P $pid; sleep 0.5; kill -KILL $pid");
+    assert!(out.contains("writer exit=137"), "killed by SIGKILL: {out}");
+}
+
+#[test]
+fn freeze_watchdog_thaws_a_stalled_writer_on_its_own() {
+    assert!(treeboot::failpoint::enabled(), "needs --features failpoints");
+    // The writer stalls for 10 s while /boot is frozen; the watchdog's
+    // timeout (1 s here, 30 s by default) thaws it meanwhile (a write 2 s
+    // in must finish within 3 s, long before the writer wakes), and the
+    // deploy still completes.
+    let out = frozen_boot_interrupted("freeze-stall", 10_000, 3, "TREEBOOT_FREEZE_TIMEOUT_MS=1000", "sleep 2; kill -0 $pid && echo 'writer still frozen-sleeping'");
+    assert!(out.contains("writer still frozen-sleeping"), "{out}");
+    assert!(out.contains("writer exit=0"), "the deploy completes: {out}");
 }

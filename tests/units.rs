@@ -43,7 +43,8 @@ fn hold_keeps_boot_busy_until_terminated() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     let cwd = std::fs::read_link(format!("/proc/{}/cwd", child.id())).unwrap();
     assert_eq!(cwd, root.join("boot"));
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     let st = child.wait().unwrap();
     assert!(!st.success());
 }

@@ -12,11 +12,14 @@ use camino::{Utf8Path, Utf8PathBuf};
 use treeboot::early::mount::{mount, umount_detach, MS_MOVE, MS_SILENT};
 use treeboot::early::prepare_root::{log, prepare_root, Options};
 
+// The binary's own exit paths (the library only returns errors).
+#[allow(clippy::exit)]
 fn usage() -> ! {
     eprintln!("usage: treeboot-prepare-root [--cmdline FILE] [--bind-var|--no-bind-var] [SYSROOT]");
     std::process::exit(2);
 }
 
+#[allow(clippy::exit)]
 fn fail(msg: &str) -> ! {
     log(&format!("error: {msg}"));
     if std::process::id() == 1 {

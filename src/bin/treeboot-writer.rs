@@ -2,6 +2,7 @@
 //! binary with its own arguments). Links libostree.
 
 use clap::Parser;
+use treeboot::cli::Next;
 
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("--list-failpoints") {
@@ -17,12 +18,16 @@ fn main() {
     let _scenario = fail::FailScenario::setup();
     let cli = treeboot::cli::Cli::parse();
     let r = match treeboot::cli::run_reader(cli) {
-        Ok(None) => Ok(()),
-        Ok(Some(cli)) => treeboot::cli::write::run_writer(cli),
+        Ok(Next::Exit(code)) => Ok(code),
+        Ok(Next::Write { sysroot, cmd }) => treeboot::cli::write::run_writer(&sysroot, cmd).map(|()| 0),
         Err(e) => Err(e),
     };
-    if let Err(e) = r {
-        eprintln!("error: {e:#}");
-        std::process::exit(treeboot::cli::exit_code(&e));
+    match r {
+        Ok(0) => {}
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(treeboot::cli::exit_code(&e));
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 use clap::Parser;
 use std::os::unix::process::CommandExt;
+use treeboot::cli::Next;
 
 fn writer_path() -> std::path::PathBuf {
     if let Some(p) = std::env::var_os("TREEBOOT_WRITER") {
@@ -19,14 +20,15 @@ fn writer_path() -> std::path::PathBuf {
 
 fn main() {
     // Like any filter: `treeboot status | head -1` ends quietly.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    treeboot::sys::default_sigpipe();
     // finalize-staged runs here: its failpoints too.
     #[cfg(feature = "failpoints")]
     let _scenario = fail::FailScenario::setup();
     let cli = treeboot::cli::Cli::parse();
     match treeboot::cli::run_reader(cli) {
-        Ok(None) => {}
-        Ok(Some(_writer)) => {
+        Ok(Next::Exit(0)) => {}
+        Ok(Next::Exit(code)) => std::process::exit(code),
+        Ok(Next::Write { .. }) => {
             let path = writer_path();
             let err = std::process::Command::new(&path)
                 .args(std::env::args_os().skip(1))

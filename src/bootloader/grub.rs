@@ -39,13 +39,16 @@ pub fn render(entries: &[(String, BlsEntry)]) -> String {
     out
 }
 
+/// What writes a grub.cfg from the entries of a deployment list ([`render`]).
+pub type Renderer = fn(&[(String, BlsEntry)]) -> String;
+
 /// Some(renderer) when the sysroot boots with GRUB without BLS: when
 /// `/boot/grub` exists.
-pub fn generator(root: &Dir) -> Result<Option<fn(&[(String, BlsEntry)]) -> String>> {
+pub fn generator(root: &Dir) -> Result<Option<Renderer>> {
     let uses_grub = root
         .symlink_metadata_optional("boot/grub")?
         .is_some_and(|m| m.is_dir());
-    Ok(uses_grub.then_some(render as fn(&[(String, BlsEntry)]) -> String))
+    Ok(uses_grub.then_some(render as Renderer))
 }
 
 #[cfg(test)]

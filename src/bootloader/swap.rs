@@ -8,26 +8,28 @@
 //! any instant leaves either the old or the new list:
 //!
 //! Full swap (the entries change):
-//!  1. `remove-stale`    remove leftovers of an interrupted swap for the other
-//!                       boot version (`loader.(1-N)`, `boot.(1-N).M`,
-//!                       `loader.tmp`): nothing live points at them.
-//!  2. `write-entries`   `boot/loader.(1-N)/entries/ostree-K-$stateroot.conf`,
-//!                       each written to a temporary name and renamed.
-//!  3. `write-bootlinks` `ostree/boot.(1-N).M/$stateroot/$bootcsum/$serial`.
-//!  4. `swap-bootlinks`  `ostree/boot.(1-N).tmp -> boot.(1-N).M`, renamed over
-//!                       `ostree/boot.(1-N)`. Not yet live: the live entries
-//!                       name `boot.N`, not `boot.(1-N)`.
-//!  5. `write-grub`      `boot/loader.(1-N)/grub.cfg` for GRUB without BLS.
-//!  6. `loader-tmp`      `boot/loader.tmp -> loader.(1-N)`.
-//!  7. `sync`            syncfs of the sysroot, then of `/boot` if it is its own
-//!                       file system: everything the new entries reference
-//!                       (deployments, links, kernels, entries) must be on disk
-//!                       *before* the rename makes it live, else a power cut
-//!                       could leave a live entry pointing at lost data.
-//!  8. `rename-loader`   `rename(boot/loader.tmp, boot/loader)`: the commit point.
-//!  9. `sync-boot`       fsync `/boot` (the directory holding the link) and
-//!                       syncfs it, so the switch itself is durable before we
-//!                       report success or delete the old list.
+//!
+//! 1. `remove-stale`: remove leftovers of an interrupted swap for the other
+//!    boot version (`loader.(1-N)`, `boot.(1-N).M`, `loader.tmp`): nothing
+//!    live points at them.
+//! 2. `write-entries`: `boot/loader.(1-N)/entries/ostree-K-$stateroot.conf`,
+//!    each written to a temporary name and renamed.
+//! 3. `write-bootlinks`: `ostree/boot.(1-N).M/$stateroot/$bootcsum/$serial`.
+//! 4. `swap-bootlinks`: `ostree/boot.(1-N).tmp -> boot.(1-N).M`, renamed
+//!    over `ostree/boot.(1-N)`. Not yet live: the live entries name
+//!    `boot.N`, not `boot.(1-N)`.
+//! 5. `write-grub`: `boot/loader.(1-N)/grub.cfg` for GRUB without BLS.
+//! 6. `loader-tmp`: `boot/loader.tmp -> loader.(1-N)`.
+//! 7. `sync`: syncfs of the sysroot, then of `/boot` if it is its own file
+//!    system: everything the new entries reference (deployments, links,
+//!    kernels, entries) must be on disk *before* the rename makes it live,
+//!    else a power cut could leave a live entry pointing at lost data.
+//! 8. `rename-loader`: `rename(boot/loader.tmp, boot/loader)`: the commit
+//!    point.
+//! 9. `sync-boot`: fsync `/boot` (the directory holding the link) and
+//!    syncfs it, so the switch itself is durable before we report success
+//!    or delete the old list.
+//!
 //! Steps 7 and 9 end with a freeze/thaw of `/boot`'s file system, which
 //! checkpoints its journal: GRUB reads ext4 without replaying the journal,
 //! and must see what the kernel will see (found by the VM power-cut test).
@@ -171,53 +173,42 @@ fn sync_dir(dir: &Dir, what: &str) -> Result<()> {
 /// replaying the journal (GRUB on ext4), so a rename that is only in the
 /// journal is invisible to them while the kernel sees it: after a power cut
 /// GRUB would boot one list and the system see another. libostree does the
-/// same cycle. A watchdog child thaws the file system if this process dies
-/// between the two calls, so a crash cannot leave it frozen. File systems
-/// that cannot freeze (tmpfs, overlayfs) are skipped.
+/// same cycle. File systems that cannot freeze (tmpfs, overlayfs) are
+/// skipped.
+///
+/// A frozen file system blocks every writer until it is thawed, so a
+/// watchdog process is armed first (see [`crate::sys::ThawWatchdog`]): it
+/// thaws if this process dies or stalls between the two calls, and ignores
+/// the signals a shell or systemd sends.
 fn freeze_thaw(dir: &Dir, what: &str) -> Result<()> {
-    const FIFREEZE: libc::c_ulong = 0xC004_5877;
-    const FITHAW: libc::c_ulong = 0xC004_5878;
     let fd = rustix::fs::openat(dir.as_fd(), ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
-    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
-    let mut pipe = [0i32; 2];
-    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("pipe for the freeze watchdog");
-    }
-    let child = unsafe { libc::fork() };
-    if child == 0 {
-        // Watchdog: wait for the parent's word; on EOF (it died), thaw.
-        unsafe {
-            libc::close(pipe[1]);
-            let mut b = [0u8; 1];
-            let n = libc::read(pipe[0], b.as_mut_ptr() as *mut libc::c_void, 1);
-            if n != 1 {
-                libc::ioctl(raw, FITHAW as _, 0);
-            }
-            libc::_exit(0);
+    let timeout_ms = std::env::var("TREEBOOT_FREEZE_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(crate::sys::THAW_TIMEOUT_MS);
+    let watchdog = crate::sys::ThawWatchdog::arm(fd.as_fd(), timeout_ms)
+        .with_context(|| format!("Starting the thaw watchdog for {what}"))?;
+    let frozen = crate::sys::fifreeze(fd.as_fd());
+    if frozen.is_ok() {
+        crate::timing::step(&format!("froze {what}"));
+        failpoint::hit("swap::frozen");
+        // EINVAL: already thawed (by the watchdog, after a stall).
+        match crate::sys::fithaw(fd.as_fd()) {
+            Ok(()) | Err(rustix::io::Errno::INVAL) => {}
+            Err(e) => return Err(anyhow!(e).context(format!("Thawing {what}"))),
         }
     }
-    unsafe { libc::close(pipe[0]) };
-    let frozen = unsafe { libc::ioctl(raw, FIFREEZE as _, 0) } == 0;
-    let freeze_err = std::io::Error::last_os_error();
-    if frozen {
-        unsafe { libc::ioctl(raw, FITHAW as _, 0) };
-    }
-    unsafe {
-        libc::write(pipe[1], b"1".as_ptr() as *const libc::c_void, 1);
-        libc::close(pipe[1]);
-        if child > 0 {
-            libc::waitpid(child, std::ptr::null_mut(), 0);
+    watchdog.disarm();
+    match frozen {
+        Ok(()) => Ok(()),
+        // Cannot freeze (tmpfs, overlay), or someone else froze it.
+        Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOTTY | rustix::io::Errno::INVAL | rustix::io::Errno::BUSY) => Ok(()),
+        Err(rustix::io::Errno::PERM) => {
+            eprintln!("warning: cannot freeze {what} to flush its journal (not permitted)");
+            Ok(())
         }
+        Err(e) => Err(anyhow!(e).context(format!("Freezing {what}"))),
     }
-    if !frozen {
-        match freeze_err.raw_os_error() {
-            // Cannot freeze (tmpfs, overlay), or someone else froze it.
-            Some(libc::EOPNOTSUPP) | Some(libc::ENOTTY) | Some(libc::EINVAL) | Some(libc::EBUSY) => {}
-            Some(libc::EPERM) => eprintln!("warning: cannot freeze {what} to flush its journal (not permitted)"),
-            _ => return Err(anyhow!(freeze_err).context(format!("freezing {what}"))),
-        }
-    }
-    Ok(())
 }
 
 fn syncfs(dir: &Dir, what: &str) -> Result<()> {
@@ -265,7 +256,7 @@ pub fn write_deployments(
     subbootversion: u32,
     current: &[BootConfigKey],
     list: &[BootDeployment],
-    grub_cfg: Option<&dyn Fn(&[(String, BlsEntry)]) -> String>,
+    grub_cfg: Option<crate::bootloader::grub::Renderer>,
 ) -> Result<SwapResult> {
     let ostree = root.open_dir("ostree").context("Opening ostree/")?;
     let boot = root.open_dir("boot").context("Opening /boot")?;

@@ -182,13 +182,95 @@ pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     Ok(())
 }
 
-/// Commands that only read: they run in the `treeboot` binary itself, which
-/// does not link libostree (its start-up alone costs ~12 ms). Returns the
-/// command back when it is a writer, for `treeboot-writer`.
-pub fn run_reader(cli: Cli) -> Result<Option<Cli>> {
-    let sysroot = cli.sysroot.clone();
-    match cli.cmd {
-        Cmd::Status { json } => {
+/// A command that only reads (or finalizes, which needs no libostree): it
+/// runs in the `treeboot` binary itself, which does not link libostree (its
+/// start-up alone costs ~12 ms).
+enum ReadCmd {
+    Status { json: bool },
+    /// `kargs` without edits.
+    ShowKargs { deployment: Option<usize> },
+    BootComplete,
+    FinalizeStaged { hold: bool },
+    Verify { json: bool },
+    EtcDiff { deployment: Option<usize>, json: bool },
+}
+
+/// A writing command: `treeboot` execs `treeboot-writer`, which runs it
+/// (`write::run_writer`).
+#[derive(Debug)]
+pub enum WriteCmd {
+    InitFs { path: Utf8PathBuf },
+    OsInit { stateroot: String },
+    /// `deploy` without `--stage`.
+    Deploy(DeployArgs),
+    /// `stage`, or `deploy --stage`.
+    Stage(DeployArgs),
+    LockFinalization { unlock: bool },
+    SetDefault { index: usize },
+    Rollback,
+    Undeploy { index: usize },
+    Pin { unpin: bool, index: usize },
+    Cleanup,
+    /// `kargs` with at least one edit.
+    Kargs { edit: ops::lifecycle::KargsEdit, deployment: Option<usize> },
+}
+
+enum Route {
+    Read(ReadCmd),
+    Write(WriteCmd),
+}
+
+impl From<Cmd> for Route {
+    fn from(cmd: Cmd) -> Self {
+        use Route::{Read, Write};
+        match cmd {
+            Cmd::Status { json } => Read(ReadCmd::Status { json }),
+            Cmd::Kargs { append, delete, replace, deployment } => {
+                if append.is_empty() && delete.is_empty() && replace.is_empty() {
+                    Read(ReadCmd::ShowKargs { deployment })
+                } else {
+                    Write(WriteCmd::Kargs { edit: ops::lifecycle::KargsEdit { append, delete, replace }, deployment })
+                }
+            }
+            Cmd::BootComplete => Read(ReadCmd::BootComplete),
+            Cmd::FinalizeStaged { hold } => Read(ReadCmd::FinalizeStaged { hold }),
+            Cmd::Verify { json } => Read(ReadCmd::Verify { json }),
+            Cmd::Etc(EtcCmd::Diff { deployment, json }) => Read(ReadCmd::EtcDiff { deployment, json }),
+            Cmd::InitFs { path } => Write(WriteCmd::InitFs { path }),
+            Cmd::OsInit { stateroot } => Write(WriteCmd::OsInit { stateroot }),
+            Cmd::Deploy(a) if a.stage => Write(WriteCmd::Stage(a)),
+            Cmd::Deploy(a) => Write(WriteCmd::Deploy(a)),
+            Cmd::Stage(a) => Write(WriteCmd::Stage(a)),
+            Cmd::LockFinalization { unlock } => Write(WriteCmd::LockFinalization { unlock }),
+            Cmd::SetDefault { index } => Write(WriteCmd::SetDefault { index }),
+            Cmd::Rollback => Write(WriteCmd::Rollback),
+            Cmd::Undeploy { index } => Write(WriteCmd::Undeploy { index }),
+            Cmd::Pin { unpin, index } => Write(WriteCmd::Pin { unpin, index }),
+            Cmd::Cleanup => Write(WriteCmd::Cleanup),
+        }
+    }
+}
+
+/// What is left to do after [`run_reader`].
+#[derive(Debug)]
+pub enum Next {
+    /// The command ran: the process exits with this status (0; 1 when
+    /// `boot-complete` reports a failed finalize or `verify` finds the
+    /// sysroot unbootable).
+    Exit(i32),
+    /// A writing command, for `treeboot-writer`.
+    Write { sysroot: Utf8PathBuf, cmd: WriteCmd },
+}
+
+/// Run the command if it only reads; a writing command is handed back.
+pub fn run_reader(cli: Cli) -> Result<Next> {
+    let sysroot = cli.sysroot;
+    let cmd = match Route::from(cli.cmd) {
+        Route::Read(cmd) => cmd,
+        Route::Write(cmd) => return Ok(Next::Write { sysroot, cmd }),
+    };
+    match cmd {
+        ReadCmd::Status { json } => {
             let s = Sysroot::load(&sysroot)?;
             let st = ops::status::status(&s)?;
             if json {
@@ -201,9 +283,7 @@ pub fn run_reader(cli: Cli) -> Result<Option<Cli>> {
                 }
             }
         }
-        Cmd::Kargs { ref append, ref delete, ref replace, deployment }
-            if append.is_empty() && delete.is_empty() && replace.is_empty() =>
-        {
+        ReadCmd::ShowKargs { deployment } => {
             let s = Sysroot::load(&sysroot)?;
             let d = match deployment {
                 Some(i) => s.by_index(i)?,
@@ -213,17 +293,17 @@ pub fn run_reader(cli: Cli) -> Result<Option<Cli>> {
             k.remove_key("ostree");
             crate::say!("{}", k.to_cmdline());
         }
-        Cmd::BootComplete => {
+        ReadCmd::BootComplete => {
             if !ops::stage::boot_complete(&sysroot)? {
-                std::process::exit(1);
+                return Ok(Next::Exit(1));
             }
         }
-        Cmd::FinalizeStaged { hold: true } => hold_boot(&sysroot)?,
+        ReadCmd::FinalizeStaged { hold: true } => hold_boot(&sysroot)?,
         // Finalize runs here, without libostree (see ops::stage::finalize).
-        Cmd::FinalizeStaged { hold: false } => {
+        ReadCmd::FinalizeStaged { hold: false } => {
             ops::stage::finalize(&sysroot)?;
         }
-        Cmd::Verify { json } => {
+        ReadCmd::Verify { json } => {
             let r = ops::verify::verify(&sysroot)?;
             if json {
                 print_json(&r)?;
@@ -231,13 +311,12 @@ pub fn run_reader(cli: Cli) -> Result<Option<Cli>> {
                 print!("{}", ops::verify::render(&r));
             }
             if !r.bootable() {
-                std::process::exit(1);
+                return Ok(Next::Exit(1));
             }
         }
-        Cmd::Etc(EtcCmd::Diff { deployment, json }) => etc_diff(&sysroot, deployment, json)?,
-        _ => return Ok(Some(cli)),
+        ReadCmd::EtcDiff { deployment, json } => etc_diff(&sysroot, deployment, json)?,
     }
-    Ok(None)
+    Ok(Next::Exit(0))
 }
 
 /// Keep `/boot` busy (an open directory and the working directory) until
@@ -247,8 +326,9 @@ fn hold_boot(sysroot: &camino::Utf8Path) -> Result<()> {
     let _fd = std::fs::File::open(&boot).with_context(|| format!("Opening {boot}"))?;
     std::env::set_current_dir(&boot).with_context(|| format!("Entering {boot}"))?;
     loop {
-        // SIGTERM's default action ends the process; until then, sleep.
-        unsafe { libc::pause() };
+        // SIGTERM's default action ends the process; until then, sleep
+        // (`park` may return spuriously: park again).
+        std::thread::park();
     }
 }
 
@@ -296,4 +376,28 @@ fn etc_diff(sysroot: &camino::Utf8Path, deployment: Option<usize>, json: bool) -
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(args: &[&str]) -> Route {
+        let cli = Cli::try_parse_from(std::iter::once("treeboot").chain(args.iter().copied())).unwrap();
+        Route::from(cli.cmd)
+    }
+
+    #[test]
+    fn readers_and_writers_apart() {
+        assert!(matches!(route(&["status"]), Route::Read(ReadCmd::Status { json: false })));
+        assert!(matches!(route(&["kargs"]), Route::Read(ReadCmd::ShowKargs { deployment: None })));
+        assert!(matches!(route(&["kargs", "--deployment", "1"]), Route::Read(ReadCmd::ShowKargs { deployment: Some(1) })));
+        assert!(matches!(route(&["kargs", "--append", "a=b"]), Route::Write(WriteCmd::Kargs { .. })));
+        assert!(matches!(route(&["finalize-staged", "--hold"]), Route::Read(ReadCmd::FinalizeStaged { hold: true })));
+        assert!(matches!(route(&["etc", "diff", "--json"]), Route::Read(ReadCmd::EtcDiff { json: true, .. })));
+        assert!(matches!(route(&["deploy", "os:ref"]), Route::Write(WriteCmd::Deploy(_))));
+        assert!(matches!(route(&["deploy", "--stage", "os:ref"]), Route::Write(WriteCmd::Stage(_))));
+        assert!(matches!(route(&["stage", "os:ref"]), Route::Write(WriteCmd::Stage(_))));
+        assert!(matches!(route(&["lock-finalization", "--unlock"]), Route::Write(WriteCmd::LockFinalization { unlock: true })));
+    }
 }

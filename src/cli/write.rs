@@ -2,23 +2,24 @@
 //! libostree for checkouts, refs and pruning.
 
 use anyhow::Result;
+use camino::Utf8Path;
 
-use super::{Cli, Cmd};
-use crate::ops::{self, lifecycle::KargsEdit, Writer};
+use super::WriteCmd;
+use crate::ops::{self, Writer};
 
-pub fn run_writer(cli: Cli) -> Result<()> {
-    let sysroot = cli.sysroot.clone();
-    match cli.cmd {
-        Cmd::InitFs { path } => {
+/// Run a writing command (as handed back by `run_reader` in `Next::Write`).
+pub fn run_writer(sysroot: &Utf8Path, cmd: WriteCmd) -> Result<()> {
+    match cmd {
+        WriteCmd::InitFs { path } => {
             ops::init::init_fs(&path)?;
             crate::say!("Initialized sysroot {path}");
         }
-        Cmd::OsInit { stateroot } => {
-            ops::init::os_init(&sysroot, &stateroot)?;
+        WriteCmd::OsInit { stateroot } => {
+            ops::init::os_init(sysroot, &stateroot)?;
             crate::say!("ostree/deploy/{stateroot} initialized as a stateroot");
         }
-        Cmd::Deploy(a) if !a.stage => {
-            let mut w = Writer::open(&sysroot)?;
+        WriteCmd::Deploy(a) => {
+            let mut w = Writer::open(sysroot)?;
             let p = ops::deploy::deploy(&mut w, &a.refspec, &a.opts())?;
             crate::say!(
                 "Deployed {} {}.{}{}",
@@ -28,8 +29,8 @@ pub fn run_writer(cli: Cli) -> Result<()> {
                 p.version.map(|v| format!(" (version {v})")).unwrap_or_default()
             );
         }
-        Cmd::Deploy(a) | Cmd::Stage(a) => {
-            let mut w = Writer::open(&sysroot)?;
+        WriteCmd::Stage(a) => {
+            let mut w = Writer::open(sysroot)?;
             let r = ops::stage::stage(&mut w, &a.refspec, &a.opts(), a.lock_finalization)?;
             if a.json {
                 super::print_json(&r)?;
@@ -47,33 +48,31 @@ pub fn run_writer(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Cmd::FinalizeStaged { .. } => unreachable!("runs in treeboot itself"),
-        Cmd::LockFinalization { unlock } => {
+        WriteCmd::LockFinalization { unlock } => {
             ops::stage::lock_finalization(unlock)?;
         }
-        Cmd::BootComplete | Cmd::Verify { .. } => unreachable!("a reader"),
-        Cmd::SetDefault { index } => {
-            let mut w = Writer::open(&sysroot)?;
+        WriteCmd::SetDefault { index } => {
+            let mut w = Writer::open(sysroot)?;
             if ops::lifecycle::set_default(&mut w, index)? {
                 crate::say!("Deployment {index} is now the default");
             }
         }
-        Cmd::Rollback => {
-            let mut w = Writer::open(&sysroot)?;
+        WriteCmd::Rollback => {
+            let mut w = Writer::open(sysroot)?;
             let t = ops::lifecycle::rollback(&mut w)?;
             crate::say!("Rolled back: the former deployment {t} is now the default");
         }
-        Cmd::Undeploy { index } => {
-            let mut w = Writer::open(&sysroot)?;
+        WriteCmd::Undeploy { index } => {
+            let mut w = Writer::open(sysroot)?;
             let name = ops::lifecycle::undeploy(&mut w, index)?;
             crate::say!("Deleted deployment {name}");
         }
-        Cmd::Pin { unpin, index } => {
-            let mut w = Writer::open(&sysroot)?;
+        WriteCmd::Pin { unpin, index } => {
+            let mut w = Writer::open(sysroot)?;
             ops::lifecycle::pin(&mut w, index, unpin)?;
         }
-        Cmd::Cleanup => {
-            let mut w = Writer::open(&sysroot)?;
+        WriteCmd::Cleanup => {
+            let mut w = Writer::open(sysroot)?;
             let st = ops::cleanup::cleanup(&mut w)?;
             crate::say!(
                 "Removed {} deployment(s), {} kernel dir(s), {} boot dir(s); pruned {} object(s), {} bytes",
@@ -84,13 +83,11 @@ pub fn run_writer(cli: Cli) -> Result<()> {
                 st.bytes_freed
             );
         }
-        Cmd::Kargs { append, delete, replace, deployment } => {
-            let edit = KargsEdit { append, delete, replace };
-            let mut w = Writer::open(&sysroot)?;
+        WriteCmd::Kargs { edit, deployment } => {
+            let mut w = Writer::open(sysroot)?;
             let k = ops::lifecycle::kargs(&mut w, deployment, &edit)?;
             crate::say!("Kernel arguments: {k}");
         }
-        Cmd::Status { .. } | Cmd::Etc(_) => unreachable!("readers run in treeboot itself"),
     }
     Ok(())
 }

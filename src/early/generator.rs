@@ -6,6 +6,7 @@
 //! - `boot.mount`: `/boot` bound from `/sysroot/boot` when `/boot` lives on
 //!   the root file system (no `/boot` in fstab, and `/sysroot/boot/loader`);
 //! - enables `treeboot-remount.service` and `treeboot-boot-complete.service`.
+//!
 //! Nothing when `ostree=` is absent. Writing the same output again gives the
 //! same files (it is idempotent).
 

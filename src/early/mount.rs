@@ -6,39 +6,55 @@ use std::ffi::CString;
 use std::io;
 
 use camino::{Utf8Path, Utf8PathBuf};
+use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 
 pub use libc::{MS_BIND, MS_MOVE, MS_NODEV, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, MS_SHARED, MS_SILENT, MS_SLAVE};
 
-fn c(s: &str) -> io::Result<CString> {
-    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
-}
-
 /// `mount(2)`, with errors naming the operation.
+///
+/// Through rustix's safe calls: a bind, a move or a propagation change goes
+/// through the call made for it (which passes no file system type and no
+/// data, as callers do), everything else (new mounts, remounts) through
+/// `rustix::mount::mount` with the flags as given. `MS_SILENT` only quiets
+/// the kernel when it sets up or reconfigures a superblock, so the bind and
+/// move calls, which cannot pass it, lose nothing.
 pub fn mount(src: Option<&str>, target: &Utf8Path, fstype: Option<&str>, flags: libc::c_ulong, data: Option<&str>) -> io::Result<()> {
-    let src = src.map(c).transpose()?;
-    let target_c = c(target.as_str())?;
-    let fstype = fstype.map(c).transpose()?;
-    let data = data.map(c).transpose()?;
-    let r = unsafe {
-        libc::mount(
-            src.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
-            target_c.as_ptr(),
-            fstype.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
-            flags,
-            data.as_ref().map_or(std::ptr::null(), |s| s.as_ptr() as *const libc::c_void),
-        )
-    };
-    if r != 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(
+    sys_mount(src, target, fstype, flags, data).map_err(|e| {
+        io::Error::new(
             e.kind(),
             format!(
                 "mount({}, {target}, {}, {}): {e}",
-                src.as_ref().map_or("none".to_string(), |s| s.to_string_lossy().into_owned()),
-                fstype.as_ref().map_or("none".to_string(), |s| s.to_string_lossy().into_owned()),
+                src.unwrap_or("none"),
+                fstype.unwrap_or("none"),
                 describe(flags)
             ),
-        ));
+        )
+    })
+}
+
+fn sys_mount(src: Option<&str>, target: &Utf8Path, fstype: Option<&str>, flags: libc::c_ulong, data: Option<&str>) -> io::Result<()> {
+    let invalid = |what| io::Error::new(io::ErrorKind::InvalidInput, what);
+    let bits = u32::try_from(flags).map_err(|_| invalid("mount flags out of range"))?;
+    let data = data.map(CString::new).transpose().map_err(|_| invalid("NUL in mount data"))?;
+    let propagation = MS_PRIVATE | MS_SLAVE | MS_SHARED | libc::MS_UNBINDABLE;
+    let no_data = fstype.is_none() && data.is_none();
+    let op = flags & !MS_SILENT;
+    match src {
+        Some(src) if no_data && op == MS_BIND => rustix::mount::mount_bind(src, target.as_str())?,
+        Some(src) if no_data && op == MS_BIND | MS_REC => rustix::mount::mount_bind_recursive(src, target.as_str())?,
+        Some(src) if no_data && op == MS_MOVE => rustix::mount::mount_move(src, target.as_str())?,
+        // The kernel ignores the source of a propagation change ("none").
+        _ if no_data && (op & !MS_REC).count_ones() == 1 && op & propagation != 0 => {
+            rustix::mount::mount_change(target.as_str(), MountPropagationFlags::from_bits_retain(bits))?
+        }
+        // New mounts and remounts (which ignore source and type: "" then).
+        _ => rustix::mount::mount(
+            src.unwrap_or(""),
+            target.as_str(),
+            fstype.unwrap_or(""),
+            MountFlags::from_bits_retain(bits),
+            data.as_deref(),
+        )?,
     }
     Ok(())
 }
@@ -66,11 +82,9 @@ fn describe(flags: libc::c_ulong) -> String {
     }
 }
 
+/// `umount2(target, MNT_DETACH)`.
 pub fn umount_detach(target: &Utf8Path) -> io::Result<()> {
-    let t = c(target.as_str())?;
-    if unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    rustix::mount::unmount(target.as_str(), UnmountFlags::DETACH)?;
     Ok(())
 }
 
@@ -122,7 +136,7 @@ pub fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() + 0 && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {

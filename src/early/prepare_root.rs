@@ -23,6 +23,7 @@
 //!     `/` and the physical root `/sysroot` (a move cannot take a mount
 //!     from under itself);
 //! 10. make SYSROOT/sysroot read-only when asked, and private.
+//!
 //! `/boot` is left to the generator's boot.mount, as newer libostree does.
 //! Any failure undoes every mount made (`MountUndo`).
 

@@ -4,6 +4,7 @@
 //! - `/var` writable;
 //! - `/etc` writable when the sysroot is read-only and `/etc` is not transient
 //!   (prepare-root gave it a bind of its own for this).
+//!
 //! A path that is not a mount point, or already as wanted, is left alone.
 
 use anyhow::{Context, Result};

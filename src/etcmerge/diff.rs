@@ -94,7 +94,7 @@ pub fn diff(old: impl AsFd, current: impl AsFd) -> Result<Diff> {
 type InodeKey = [i64; 4];
 
 fn key(st: &rustix::fs::Stat) -> InodeKey {
-    [st.st_dev as i64, st.st_ino as i64, st.st_ctime as i64, st.st_ctime_nsec as i64]
+    [st.st_dev as i64, st.st_ino as i64, st.st_ctime, st.st_ctime_nsec as i64]
 }
 
 /// Pairs of files found equal by an earlier diff (stage time), so that the

@@ -50,7 +50,7 @@ impl BlsEntry {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (key, value) = match line.split_once(|c: char| c == ' ' || c == '\t') {
+            let (key, value) = match line.split_once([' ', '\t']) {
                 Some((k, v)) => (k, v.trim()),
                 None => (line, ""),
             };

@@ -141,20 +141,28 @@ fn read_offset(d: &[u8], at: usize, w: usize) -> Result<usize, Error> {
     Ok(v)
 }
 
+/// How deeply values may nest (variants in variants, containers in
+/// containers): glib's own limit (`G_VARIANT_MAX_RECURSION_DEPTH`). Without
+/// one, a small crafted file of nested variants would exhaust the stack.
+pub const MAX_DEPTH: usize = 128;
+
 /// Decode `data` as a value of type `ty`.
 pub fn decode(ty: &str, data: &[u8]) -> Result<Value, Error> {
     let (one, rest) = split_type(ty)?;
     if !rest.is_empty() {
         return err(format!("{ty:?} is more than one type"));
     }
-    decode_one(one, data)
+    decode_one(one, data, 0)
 }
 
 fn fixed<const N: usize>(d: &[u8], t: &str) -> Result<[u8; N], Error> {
     d.try_into().map_err(|_| Error(format!("value of type {t} has {} bytes, not {N}", d.len())))
 }
 
-fn decode_one(t: &str, d: &[u8]) -> Result<Value, Error> {
+fn decode_one(t: &str, d: &[u8], depth: usize) -> Result<Value, Error> {
+    if depth > MAX_DEPTH {
+        return err(format!("values nested more than {MAX_DEPTH} deep"));
+    }
     Ok(match t.as_bytes()[0] {
         b'b' => match fixed::<1>(d, t)?[0] {
             0 => Value::Bool(false),
@@ -186,25 +194,25 @@ fn decode_one(t: &str, d: &[u8]) -> Result<Value, Error> {
             if !rest.is_empty() {
                 return err(format!("variant type {ty:?} is not one type"));
             }
-            Value::Variant(Box::new(decode_one(one, &d[..sep])?))
+            Value::Variant(Box::new(decode_one(one, &d[..sep], depth + 1)?))
         }
         b'a' => {
             let et = &t[1..];
             let mut out = Vec::new();
             match fixed_size(et)? {
                 Some(sz) => {
-                    if d.len() % sz != 0 {
+                    if !d.len().is_multiple_of(sz) {
                         return err(format!("array of {et} has {} bytes, not a multiple of {sz}", d.len()));
                     }
                     for c in d.chunks(sz) {
-                        out.push(decode_one(et, c)?);
+                        out.push(decode_one(et, c, depth + 1)?);
                     }
                 }
                 None if d.is_empty() => {}
                 None => {
                     let w = offset_size(d.len());
                     let last = read_offset(d, d.len() - w, w)?;
-                    if last >= d.len() || (d.len() - last) % w != 0 {
+                    if last >= d.len() || !(d.len() - last).is_multiple_of(w) {
                         return err("array framing offsets are corrupt");
                     }
                     let n = (d.len() - last) / w;
@@ -216,7 +224,7 @@ fn decode_one(t: &str, d: &[u8]) -> Result<Value, Error> {
                         if s > end || end > last {
                             return err("array element out of range");
                         }
-                        out.push(decode_one(et, &d[s..end])?);
+                        out.push(decode_one(et, &d[s..end], depth + 1)?);
                         start = end;
                     }
                 }
@@ -245,7 +253,7 @@ fn decode_one(t: &str, d: &[u8]) -> Result<Value, Error> {
                 if pos > end || end > d.len() {
                     return err(format!("member {i} of {t} out of range"));
                 }
-                vals.push(decode_one(k, &d[pos..end])?);
+                vals.push(decode_one(k, &d[pos..end], depth + 1)?);
                 pos = end;
             }
             if t.starts_with('{') {
@@ -417,6 +425,22 @@ fn append_offsets(body: &mut Vec<u8>, ends: &[usize]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `v` nested `n` times around the byte 5.
+    fn nested_variants(n: usize) -> Vec<u8> {
+        let mut d = vec![5u8, 0, b'y'];
+        for _ in 1..n {
+            d.extend([0, b'v']);
+        }
+        d
+    }
+
+    #[test]
+    fn nesting_is_bounded_as_in_glib() {
+        assert!(decode("v", &nested_variants(100)).is_ok());
+        let e = decode("v", &nested_variants(100_000)).unwrap_err();
+        assert!(e.0.contains("nested more than 128"), "{}", e.0);
+    }
 
     #[test]
     fn spec_examples() {

@@ -143,7 +143,7 @@ pub fn commit_list(w: &mut Writer, list: &[BootDeployment]) -> Result<SwapResult
         w.sysroot.subbootversion,
         &current_keys(&w.sysroot),
         list,
-        grub.as_ref().map(|g| g as &dyn Fn(&[(String, crate::formats::bls::BlsEntry)]) -> String),
+        grub,
     )?;
     crate::say!(
         "Bootloader updated; bootconfig swap: {}; bootversion: boot.{}.{}, deployment count change: {}",
@@ -155,12 +155,13 @@ pub fn commit_list(w: &mut Writer, list: &[BootDeployment]) -> Result<SwapResult
     crate::timing::step("swap");
     let csums: Vec<String> = list.iter().map(|d| d.csum.clone()).collect();
     crate::failpoint::hit("refs::write");
-    crate::sysroot::refs::set_deployment_refs(&w.sysroot.root, r.bootversion, r.subbootversion, &csums)?;
+    let staged = w.sysroot.staged.as_ref().map(|d| d.csum.clone());
+    crate::sysroot::refs::set_deployment_refs(&w.sysroot.root, r.bootversion, r.subbootversion, &csums, staged.as_deref())?;
     crate::timing::step("refs");
     // Pruning walks every reachable object: only worth it when a commit
     // lost its last deployment. (`treeboot cleanup` always prunes.)
     let dropped_commit = w.sysroot.deployments.iter().any(|d| !csums.contains(&d.csum));
-    w.sysroot = Sysroot::load(&w.sysroot.path.clone())?;
+    w.sysroot = w.sysroot.reload()?;
     cleanup::cleanup_with(w, dropped_commit)?;
     crate::timing::step("cleanup");
     Ok(r)

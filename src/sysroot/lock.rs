@@ -8,7 +8,7 @@
 //! unlinks the file when it lets go, so a lock won on a file that no longer
 //! has a name is retried on the new one (as libglnx does).
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use anyhow::Result;
 use cap_std_ext::cap_std::fs::{Dir, OpenOptions};
@@ -19,21 +19,19 @@ pub struct SysrootLock {
     _file: cap_std_ext::cap_std::fs::File,
 }
 
-fn ofd_lock(fd: i32, wait: bool) -> std::io::Result<bool> {
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = libc::F_WRLCK as _;
-    fl.l_whence = libc::SEEK_SET as _;
-    let cmd = if wait { libc::F_OFD_SETLKW } else { libc::F_OFD_SETLK };
+/// Take the OFD write lock; `Ok(false)` when another holds it and `wait` is
+/// false. Interrupted waits are retried. (Through `sys`: rustix's
+/// `fcntl_lock` takes process-associated `F_SETLK` locks, which any close of
+/// the file in this process would release.)
+fn ofd_lock(fd: BorrowedFd<'_>, wait: bool) -> std::io::Result<bool> {
     loop {
-        let r = unsafe { libc::fcntl(fd, cmd, &fl) };
-        if r == 0 {
-            return Ok(true);
-        }
-        let e = std::io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EAGAIN) | Some(libc::EACCES) if !wait => return Ok(false),
-            _ => return Err(e),
+        match crate::sys::ofd_write_lock(fd, wait) {
+            Ok(()) => return Ok(true),
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) | Some(libc::EACCES) if !wait => return Ok(false),
+                _ => return Err(e),
+            },
         }
     }
 }
@@ -48,7 +46,7 @@ impl SysrootLock {
         let mut said = false;
         loop {
             let file = root.open_with("ostree/lock", &opts)?;
-            let fd = file.as_raw_fd();
+            let fd = file.as_fd();
             if !ofd_lock(fd, false)? {
                 if !said {
                     eprintln!("Waiting for another writer to release ostree/lock...");

@@ -217,7 +217,7 @@ pub fn status_json(sysroot: &Path) -> serde_json::Value {
 
 /// The `$csum.$serial` names in `ostree admin status` order.
 pub fn ostree_status_names(sysroot: &Path) -> Vec<String> {
-    run(&mut ostree_admin(sysroot).arg("status"))
+    run(ostree_admin(sysroot).arg("status"))
         .lines()
         .filter_map(|l| {
             let l = l.trim_start_matches(['*', ' ']);

@@ -247,3 +247,102 @@ test ! -e /run/ostree/staged-deployment && echo "record removed"
         assert_unchanged(what, &before, &root);
     }
 }
+
+/// What `status --json` says is staged: the deployment's `checksum.serial`.
+fn staged_name(status: &serde_json::Value) -> Option<String> {
+    status["deployments"].as_array().unwrap().iter().find(|d| d["staged"] == true).map(|d| format!("{}.{}", d["checksum"].as_str().unwrap(), d["serial"]))
+}
+
+#[test]
+fn cleanup_keeps_what_the_staged_deployment_needs() {
+    let s = Scratch::new("stagedprune");
+    let root = booted_on_v1(&s);
+    let repo = root.join("ostree/repo");
+    let v3 = run(std::process::Command::new("ostree").arg(format!("--repo={}", repo.display())).args(["rev-parse", "testos/v3"])).trim().to_string();
+    // Staged by checksum, and the branch deleted (as a front-end that
+    // pulled by checksum does): no ref but the staged deployment names v3.
+    let (out, _) = assert_ok(in_booted_namespace(&root, 0, &format!(r#"
+$TB --sysroot $S stage {v3}
+ostree --repo=$S/ostree/repo refs --delete testos/v3
+$TB --sysroot $S cleanup
+echo "--- after cleanup"
+$TB --sysroot $S status --json
+echo "--- end"
+ostree --repo=$S/ostree/repo ls {v3} /usr/bin/hello
+ostree --repo=$S/ostree/repo cat {v3} /usr/bin/hello
+$TB --sysroot $S finalize-staged
+"#)));
+    let after: serde_json::Value = serde_json::from_str(out.split("--- after cleanup").nth(1).unwrap().split("--- end").next().unwrap()).unwrap();
+    assert!(staged_name(&after).unwrap().starts_with(&v3), "still staged after cleanup: {after}");
+    assert!(out.contains("hello 3.0"), "the staged commit's objects are still in the repository: {out}");
+    // The finalized deployment boots v3, with its kernel.
+    assert_eq!(versions(&root), vec!["3.0", "1.0"]);
+    run(tb(&root).arg("verify"));
+    // Its commit is now kept by the deployment refs, as libostree keeps it.
+    run(tb(&root).arg("cleanup"));
+    run(std::process::Command::new("ostree").arg(format!("--repo={}", repo.display())).args(["fsck", "--quiet"]));
+    run(std::process::Command::new("ostree").arg(format!("--repo={}", repo.display())).args(["cat", &v3, "/usr/bin/hello"]));
+}
+
+#[test]
+fn a_failed_restage_keeps_the_staged_deployment() {
+    let s = Scratch::new("restagefail");
+    let root = booted_on_v1(&s);
+    let repo = root.join("ostree/repo");
+    // Two updates that cannot be staged: an /etc conflict, and no kernel.
+    commit_tree(&s, &repo, "testos/conflict", "A", "conflict", "4.0", |t| write(&t.join("usr/etc/sudoers.d/README"), "now a directory\n"));
+    commit_tree(&s, &repo, "testos/nokernel", "A", "nokernel", "5.0", |t| std::fs::remove_dir_all(t.join("usr/lib/modules")).unwrap());
+    write(&deployment_dir(&root, 0).join("etc/sudoers.d"), "local file\n");
+    let (out, err) = assert_ok(in_booted_namespace(&root, 0, r#"
+$TB --sysroot $S stage testos/v3
+before=$(md5sum < /run/ostree/staged-deployment)
+set +e
+$TB --sysroot $S stage testos/conflict; echo "conflict exit=$?"
+$TB --sysroot $S stage testos/nokernel; echo "nokernel exit=$?"
+set -e
+[ "$(md5sum < /run/ostree/staged-deployment)" = "$before" ] && echo "record unchanged"
+echo "--- status"
+$TB --sysroot $S status --json
+echo "--- end"
+$TB --sysroot $S finalize-staged
+"#));
+    assert!(out.contains("conflict exit=4"), "{out} {err}");
+    assert!(out.contains("nokernel exit=1"), "{out} {err}");
+    assert!(err.contains("no kernel") || err.contains("kernel"), "{err}");
+    assert!(out.contains("record unchanged"), "{out}");
+    let st: serde_json::Value = serde_json::from_str(out.split("--- status").nth(1).unwrap().split("--- end").next().unwrap()).unwrap();
+    assert_eq!(st["deployments"][0]["staged"], true);
+    assert_eq!(st["deployments"][0]["version"], "3.0");
+    // The update staged first is what shutdown applies.
+    assert_eq!(versions(&root), vec!["3.0", "1.0"]);
+    run(tb(&root).arg("verify"));
+    // Nothing of the refused stages is left behind (v1, v3 and their origins).
+    assert_eq!(std::fs::read_dir(root.join("ostree/deploy/testos/deploy")).unwrap().count(), 4);
+}
+
+#[test]
+fn a_restage_replaces_the_staged_deployment_and_removes_it() {
+    let s = Scratch::new("restage");
+    let root = booted_on_v1(&s);
+    let (out, _) = assert_ok(in_booted_namespace(&root, 0, r#"
+$TB --sysroot $S stage --json testos/v3 | python3 -c 'import json,sys; d=json.load(sys.stdin); print("first", d["deployment"], d["bootcsum"])'
+ls $S/boot/ostree | sed 's/^/kernel /'
+$TB --sysroot $S stage testos/v2 2>&1
+echo "--- status"
+$TB --sysroot $S status --json
+echo "--- end"
+ls $S/boot/ostree | sed 's/^/after kernel /'
+$TB --sysroot $S finalize-staged
+"#));
+    let first = out.lines().find_map(|l| l.strip_prefix("first ")).unwrap();
+    let (v3_name, v3_boot) = first.split_once(' ').unwrap();
+    assert!(out.contains(&format!("Replaced the staged deployment {v3_name}")), "{out}");
+    assert!(out.contains(&format!("kernel testos-{v3_boot}")), "v3's kernel was installed at stage time: {out}");
+    assert!(!out.contains(&format!("after kernel testos-{v3_boot}")), "the replaced stage's kernel is removed: {out}");
+    let st: serde_json::Value = serde_json::from_str(out.split("--- status").nth(1).unwrap().split("--- end").next().unwrap()).unwrap();
+    assert_eq!(st["deployments"][0]["version"], "2.0");
+    assert!(!root.join(format!("ostree/deploy/testos/deploy/{v3_name}")).exists(), "the replaced deployment is removed");
+    assert!(!root.join(format!("ostree/deploy/testos/deploy/{v3_name}.origin")).exists());
+    assert_eq!(versions(&root), vec!["2.0", "1.0"]);
+    run(tb(&root).arg("verify"));
+}

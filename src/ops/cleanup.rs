@@ -29,6 +29,35 @@ pub struct CleanupStats {
     pub bytes_freed: u64,
 }
 
+/// What cleanup keeps, from the model: every deployment of the list and
+/// the staged one (directory, kernel directory, commit), as libostree
+/// derives its keep-set from its deployment list, the staged deployment
+/// included. (The booted deployment's directory is kept too, by inode, even
+/// when no entry names it.)
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct KeepSet {
+    /// `$stateroot/$csum.$serial`.
+    pub deployments: HashSet<String>,
+    /// `$stateroot-$bootcsum`, the names under /boot/ostree.
+    pub kernels: HashSet<String>,
+    /// The commits of the list, in its order (for the `ostree/B/S/I` refs).
+    pub listed_commits: Vec<String>,
+    /// The staged deployment's commit (kept by [`crate::sysroot::refs::STAGED_REF`]).
+    pub staged_commit: Option<String>,
+}
+
+impl KeepSet {
+    pub fn of(s: &crate::sysroot::Sysroot) -> Self {
+        let all = || s.deployments.iter().chain(s.staged.iter());
+        KeepSet {
+            deployments: all().map(|d| format!("{}/{}", d.stateroot, d.name())).collect(),
+            kernels: all().map(|d| format!("{}-{}", d.stateroot, d.bootcsum)).collect(),
+            listed_commits: s.deployments.iter().map(|d| d.csum.clone()).collect(),
+            staged_commit: s.staged.as_ref().map(|d| d.csum.clone()),
+        }
+    }
+}
+
 pub fn cleanup(w: &mut Writer) -> Result<CleanupStats> {
     cleanup_with(w, true)
 }
@@ -75,13 +104,8 @@ pub fn cleanup_with(w: &mut Writer, prune: bool) -> Result<CleanupStats> {
     }
 
     // Deployment directories nothing references.
-    let live: HashSet<String> = s
-        .deployments
-        .iter()
-        .map(|d| format!("{}/{}", d.stateroot, d.name()))
-        .collect();
-    let booted = crate::sysroot::booted_root_devino(&s.path)?;
-    let staged: HashSet<String> = s.staged.iter().map(|d| format!("{}/{}", d.stateroot, d.name())).collect();
+    let keep = KeepSet::of(s);
+    let booted = s.booted_root_devino()?;
     for stateroot in s.stateroots()? {
         let rel = format!("ostree/deploy/{stateroot}/deploy");
         let Some(dd) = root.open_dir_optional(&rel)? else { continue };
@@ -92,7 +116,7 @@ pub fn cleanup_with(w: &mut Writer, prune: bool) -> Result<CleanupStats> {
                 continue;
             }
             let key = format!("{stateroot}/{base}");
-            if live.contains(&key) || staged.contains(&key) {
+            if keep.deployments.contains(&key) {
                 continue;
             }
             // Never the running system's own root, even if no entry names it.
@@ -113,17 +137,11 @@ pub fn cleanup_with(w: &mut Writer, prune: bool) -> Result<CleanupStats> {
     }
 
     // Kernel directories nothing references (and interrupted installs).
-    let mut live_kernels: HashSet<String> = s
-        .deployments
-        .iter()
-        .map(|d| format!("{}-{}", d.stateroot, d.bootcsum))
-        .collect();
-    live_kernels.extend(s.staged.iter().map(|d| format!("{}-{}", d.stateroot, d.bootcsum)));
     if let Some(bo) = root.open_dir_optional("boot/ostree")? {
         for n in fsutil::read_names(&bo)? {
             let Some(n) = n.to_str() else { continue };
             let is_kernel_dir = n.starts_with(".tmp-") || n.rsplit_once('-').is_some_and(|(_, c)| c.len() == 64);
-            if !is_kernel_dir || live_kernels.contains(n) {
+            if !is_kernel_dir || keep.kernels.contains(n) {
                 continue;
             }
             failpoint::hit("cleanup::kernel");
@@ -134,9 +152,8 @@ pub fn cleanup_with(w: &mut Writer, prune: bool) -> Result<CleanupStats> {
 
     // Refs and the repository.
     failpoint::hit("cleanup::refs");
-    let csums: Vec<String> = s.deployments.iter().map(|d| d.csum.clone()).collect();
     if has_loader {
-        crate::sysroot::refs::set_deployment_refs(&s.root, bv, s.subbootversion, &csums)?;
+        crate::sysroot::refs::set_deployment_refs(&s.root, bv, s.subbootversion, &keep.listed_commits, keep.staged_commit.as_deref())?;
     }
     crate::timing::step("cleanup: boot versions, deployments, kernels, refs");
     // Without the object store (finalize at shutdown) pruning waits for the
@@ -149,4 +166,29 @@ pub fn cleanup_with(w: &mut Writer, prune: bool) -> Result<CleanupStats> {
     }
     crate::timing::step("cleanup: prune");
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sysroot::fixture::*;
+
+    #[test]
+    fn keep_set_holds_the_list_and_the_staged_deployment() {
+        let f = Fixture::new(&[('a', '1'), ('b', '2')]);
+        f.boot_into(&format!("{}.0", csum('a')));
+        f.stage('c', '3', false);
+        let k = KeepSet::of(&f.load().unwrap());
+        let dep = |c| format!("{OS}/{}.0", csum(c));
+        let kern = |b| format!("{OS}-{}", csum(b));
+        assert_eq!(k.deployments, [dep('a'), dep('b'), dep('c')].into_iter().collect());
+        assert_eq!(k.kernels, [kern('1'), kern('2'), kern('3')].into_iter().collect());
+        assert_eq!(k.listed_commits, [csum('a'), csum('b')]);
+        assert_eq!(k.staged_commit, Some(csum('c')));
+        // Not booted from it: the record is not this sysroot's, nothing staged.
+        let f = Fixture::new(&[('a', '1')]);
+        f.stage('c', '3', false);
+        let k = KeepSet::of(&f.load().unwrap());
+        assert!(!k.deployments.contains(&dep('c')) && k.staged_commit.is_none());
+    }
 }

@@ -367,7 +367,7 @@ pub fn deploy(w: &mut Writer, refspec: &str, opts: &DeployOpts) -> Result<Prepar
     // A plain deploy replaces a staged deployment, as in libostree: forget
     // the record; cleanup then removes its directory.
     if let Some(st) = w.sysroot.staged.take() {
-        crate::staged::remove_staged()?;
+        super::stage::forget_staged(&w.sysroot.run)?;
         w.sysroot.staged_record = None;
         crate::say!("Dropped the staged deployment {}", st.name());
     }
@@ -377,7 +377,7 @@ pub fn deploy(w: &mut Writer, refspec: &str, opts: &DeployOpts) -> Result<Prepar
         // Failed before the new list went live (a full /boot, say): the
         // new deployment, its kernel and the half-written boot version are
         // not referenced; remove them now rather than at the next cleanup.
-        if let Ok(s) = crate::sysroot::Sysroot::load(&w.sysroot.path.clone()) {
+        if let Ok(s) = w.sysroot.reload() {
             if !s.deployments.iter().any(|d| d.csum == p.checksum && d.serial == p.serial && d.stateroot == p.stateroot) {
                 w.sysroot = s;
                 if let Err(ce) = super::cleanup::cleanup_with(w, false) {

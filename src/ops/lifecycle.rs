@@ -82,7 +82,7 @@ pub fn undeploy(w: &mut Writer, index: usize) -> Result<String> {
         let d = w.sysroot.staged.take().expect("resolved");
         w.sysroot.staged_record = None;
         failpoint::hit("undeploy::remove-record");
-        crate::staged::remove_staged()?;
+        super::stage::forget_staged(&w.sysroot.run)?;
         super::cleanup::cleanup(w)?;
         return Ok(d.name());
     }

@@ -17,8 +17,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use camino::Utf8Path;
-use cap_std_ext::cap_std::fs::{Permissions, PermissionsExt};
+use cap_std_ext::cap_std::fs::{Dir, Permissions, PermissionsExt};
 use cap_std_ext::dirext::CapStdExtDirExt;
+use fn_error_context::context;
 use serde::Serialize;
 
 use super::deploy::{self, set_immutable, DeployOpts, EtcMode};
@@ -27,7 +28,8 @@ use crate::etcmerge;
 use crate::failpoint;
 use crate::formats::runstate::{Staged, StagedTarget};
 use crate::journal;
-use crate::staged;
+use crate::sysroot::runstate::{self, RunState};
+use crate::sysroot::FAILURE_STAMP;
 
 crate::refusal!(
     /// Staging refused: not booted from a deployment of this sysroot (exit 3).
@@ -61,16 +63,14 @@ pub fn stage(w: &mut Writer, refspec: &str, opts: &DeployOpts, lock: bool) -> Re
         return Err(NotBooted(format!(
             "not booted from a deployment of {}: {} is missing or names no deployment here; use `treeboot deploy` instead",
             w.sysroot.path,
-            staged::BOOTED
+            runstate::BOOTED
         ))
         .into());
     };
-    // Staging again replaces the previous staged deployment.
-    if let Some(prev) = w.sysroot.staged.take() {
-        staged::remove_staged()?;
-        w.sysroot.staged_record = None;
-        eprintln!("Replacing the staged deployment {}", prev.name());
-    }
+    // Staging again replaces the previous staged deployment, but only once
+    // the new one is ready: until the new record is written, the old one
+    // stays staged (and finalizes as before if anything below fails).
+    let previous = w.sysroot.staged.clone();
     failpoint::hit("stage::prepare");
     let p = deploy::prepare_with(w, refspec, opts, EtcMode::CheckAndCopyDefaults)?;
     let merge = p.merge.clone().unwrap_or(booted);
@@ -89,12 +89,22 @@ pub fn stage(w: &mut Writer, refspec: &str, opts: &DeployOpts, lock: bool) -> Re
     let fd = rustix::fs::openat(&w.sysroot.root, ".", rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())?;
     rustix::fs::syncfs(&fd).context("syncfs of the sysroot")?;
     if let Some(c) = &p.etc_cache {
-        staged::write_etc_cache(&format!("{}.{}", p.checksum, p.serial), &merge.name(), c);
+        write_etc_cache(&w.sysroot.run, &format!("{}.{}", p.checksum, p.serial), &merge.name(), c);
     }
     failpoint::hit("stage::write-record");
-    staged::write_staged(&rec)?;
-    if let Err(e) = std::fs::write("/run/reboot-required", "*** System restart required ***\n") {
-        eprintln!("warning: writing /run/reboot-required: {e}");
+    // The rename inside replaces a previous record in one step.
+    w.sysroot.run.write_staged(&rec)?;
+    if let Some(prev) = previous {
+        // From here the new record is the staged deployment: the previous
+        // one is an orphan (a crash now leaves it to the next cleanup).
+        // A stage that names the same commit anew still gets its own
+        // serial, so `prev` is never the deployment just prepared.
+        failpoint::hit("stage::remove-replaced");
+        remove_replaced(w, &prev, &p.stateroot, &p.bootcsum)?;
+        eprintln!("Replaced the staged deployment {}", prev.name());
+    }
+    if let Err(e) = w.sysroot.run.write(runstate::REBOOT_REQUIRED, "*** System restart required ***\n") {
+        eprintln!("warning: {e:#}");
     }
     let started = start_finalize_unit();
     let name = format!("{}.{}", p.checksum, p.serial);
@@ -118,6 +128,32 @@ pub fn stage(w: &mut Writer, refspec: &str, opts: &DeployOpts, lock: bool) -> Re
     })
 }
 
+/// Remove a staged deployment that a new stage replaced: its directory and
+/// origin, and its kernel directory unless a deployment of the list or the
+/// new staged one (`new_stateroot`, `new_bootcsum`) boots that kernel.
+fn remove_replaced(w: &Writer, prev: &crate::sysroot::Deployment, new_stateroot: &str, new_bootcsum: &str) -> Result<()> {
+    let root = &w.sysroot.root;
+    let path = prev.path();
+    set_immutable(root, path.as_str(), false)?;
+    crate::fsutil::remove_all_at(root, path.as_std_path().as_os_str())
+        .with_context(|| format!("Removing the replaced staged deployment {path}"))?;
+    root.remove_file_optional(prev.origin_path())
+        .with_context(|| format!("Removing {}", prev.origin_path()))?;
+    if !kernel_in_use(prev, &w.sysroot.deployments, new_stateroot, new_bootcsum) {
+        let kdir = format!("boot/ostree/{}-{}", prev.stateroot, prev.bootcsum);
+        crate::fsutil::remove_all_at(root, kdir.as_ref())
+            .with_context(|| format!("Removing the kernel of the replaced staged deployment /{kdir}"))?;
+    }
+    Ok(())
+}
+
+/// Whether the kernel directory of `prev` (a replaced stage) is still
+/// booted by a deployment of `list` or by the new stage.
+fn kernel_in_use(prev: &crate::sysroot::Deployment, list: &[crate::sysroot::Deployment], new_stateroot: &str, new_bootcsum: &str) -> bool {
+    (prev.stateroot == new_stateroot && prev.bootcsum == new_bootcsum)
+        || list.iter().any(|d| d.stateroot == prev.stateroot && d.bootcsum == prev.bootcsum)
+}
+
 /// Start the finalize unit so that stopping it at shutdown finalizes.
 fn start_finalize_unit() -> bool {
     if std::env::var_os("TREEBOOT_NO_SYSTEMCTL").is_some() || !Utf8Path::new("/run/systemd/system").exists() {
@@ -138,18 +174,48 @@ fn start_finalize_unit() -> bool {
 
 /// Lock or unlock finalization of the staged deployment.
 pub fn lock_finalization(unlock: bool) -> Result<()> {
-    let mut rec = staged::read_staged()?.ok_or_else(|| anyhow!("there is no staged deployment"))?;
+    lock_finalization_at(&RunState::open_ambient()?, unlock)
+}
+
+pub fn lock_finalization_at(run: &RunState, unlock: bool) -> Result<()> {
+    let mut rec = run.staged()?.ok_or_else(|| anyhow!("there is no staged deployment"))?;
     rec.locked = !unlock;
-    staged::write_staged(&rec)?;
-    if unlock {
-        match std::fs::remove_file(staged::STAGED_LOCKED) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).context(format!("Removing {}", staged::STAGED_LOCKED)),
-        }
-    }
+    run.write_staged(&rec)?;
     crate::say!("Finalization is {}", if unlock { "unlocked: the staged deployment will be applied at shutdown" } else { "locked: the staged deployment will not be applied" });
     Ok(())
+}
+
+/// The /etc diff of stage time (see `etcmerge::DiffCache`), for the
+/// deployment pair named on its first line: state of the staging operation,
+/// read back by finalize.
+pub const ETC_CACHE: &str = "/run/treeboot/etc-diff-cache";
+
+fn cache_header(staged: &str, merge: &str) -> String {
+    format!("treeboot-etc-diff-cache 1 {staged} {merge}\n")
+}
+
+/// Keep the stage-time diff for finalize. Failing to write it only costs
+/// speed at shutdown, so it is a warning.
+fn write_etc_cache(run: &RunState, staged: &str, merge: &str, cache: &etcmerge::DiffCache) {
+    let mut data = cache_header(staged, merge).into_bytes();
+    data.extend(cache.serialize());
+    if let Err(e) = run.write(ETC_CACHE, data) {
+        eprintln!("warning: {e:#}");
+    }
+}
+
+/// The stage-time diff, if it is there and for this pair.
+fn read_etc_cache(run: &RunState, staged: &str, merge: &str) -> Option<etcmerge::DiffCache> {
+    let data = run.read_file(ETC_CACHE).ok()??;
+    let rest = data.strip_prefix(cache_header(staged, merge).as_bytes())?;
+    etcmerge::DiffCache::parse(rest)
+}
+
+/// Forget the staged deployment: the record, the legacy lock file and the
+/// stage-time diff.
+pub(crate) fn forget_staged(run: &RunState) -> Result<()> {
+    run.remove_staged()?;
+    run.remove_file(ETC_CACHE)
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -159,23 +225,27 @@ pub enum FinalizeOutcome {
     Finalized,
 }
 
+#[context("Writing {}", FAILURE_STAMP)]
+fn write_stamp_at(root: &Dir, msg: &str) -> Result<()> {
+    root.create_dir_all("boot/ostree")?;
+    root.atomic_write_with_perms(FAILURE_STAMP, format!("{msg}\n"), Permissions::from_mode(0o644))?;
+    Ok(())
+}
+
 fn write_stamp(sysroot: &Utf8Path, msg: &str) {
-    let p = sysroot.join(staged::FAILURE_STAMP);
-    let r = (|| -> Result<()> {
-        let d = cap_std_ext::cap_std::fs::Dir::open_ambient_dir(sysroot, cap_std_ext::cap_std::ambient_authority())?;
-        d.create_dir_all("boot/ostree")?;
-        d.atomic_write_with_perms(staged::FAILURE_STAMP, format!("{msg}\n"), Permissions::from_mode(0o644))?;
-        Ok(())
-    })();
+    let r = Dir::open_ambient_dir(sysroot, cap_std_ext::cap_std::ambient_authority())
+        .map_err(anyhow::Error::from)
+        .and_then(|d| write_stamp_at(&d, msg));
     if let Err(e) = r {
-        eprintln!("error: could not write {p}: {e:#}");
+        eprintln!("error: could not write {sysroot}/{FAILURE_STAMP}: {e:#}");
     }
 }
 
 /// `finalize-staged`: the ExecStop of the finalize unit.
 pub fn finalize(sysroot: &Utf8Path) -> Result<FinalizeOutcome> {
     let start = Instant::now();
-    let rec = match staged::read_staged() {
+    let run = RunState::open_ambient()?;
+    let rec = match run.staged() {
         Ok(None) => {
             crate::say!("No staged deployment.");
             return Ok(FinalizeOutcome::NothingStaged);
@@ -183,18 +253,18 @@ pub fn finalize(sysroot: &Utf8Path) -> Result<FinalizeOutcome> {
         Ok(Some(r)) => r,
         Err(e) => {
             // Forget it, so that a broken record is reported once, not looped on.
-            let _ = staged::remove_staged();
+            let _ = forget_staged(&run);
             return Err(fail(sysroot, e));
         }
     };
-    if rec.locked || staged::legacy_locked() {
+    if rec.locked || run.legacy_locked() {
         journal::send(journal::FINALIZE_LOCKED, false, "Not finalizing, deployment is locked", &[]);
         return Ok(FinalizeOutcome::Locked);
     }
     finalize_inner(sysroot, start).map_err(|e| {
         // Whatever failed, the record is gone: the next boot boots the old
         // default and says why, instead of retrying at every shutdown.
-        let _ = staged::remove_staged();
+        let _ = forget_staged(&run);
         fail(sysroot, e)
     })
 }
@@ -213,8 +283,8 @@ fn finalize_inner(sysroot: &Utf8Path, start: Instant) -> Result<FinalizeOutcome>
     let mut w = Writer::open_without_store(sysroot)?;
     crate::timing::step("finalize: lock and load");
     let Some(d) = w.sysroot.staged.clone() else {
-        staged::remove_staged()?;
-        bail!("{} names a deployment, but {} is not booted from this sysroot", staged::STAGED, sysroot);
+        forget_staged(&w.sysroot.run)?;
+        bail!("{} names a deployment, but {} is not booted from this sysroot", runstate::STAGED, sysroot);
     };
     let rec = w.sysroot.staged_record.clone().expect("loaded with the staged deployment");
     let merge = w
@@ -223,12 +293,12 @@ fn finalize_inner(sysroot: &Utf8Path, start: Instant) -> Result<FinalizeOutcome>
         .cloned()
         .ok_or_else(|| anyhow!("no deployment of {} to merge /etc from", d.stateroot))?;
     // The diff of stage time lets unchanged files cost one lstat each.
-    let known = staged::read_etc_cache(&d.name(), &merge.name());
+    let known = read_etc_cache(&w.sysroot.run, &d.name(), &merge.name());
     crate::timing::step(&format!("finalize: read /etc diff cache ({} known pairs)", known.as_ref().map_or(0, |k| k.len())));
     // Then forget the record, so that a crash from here on boots the old
     // default and the next cleanup removes the orphan, instead of looping.
     failpoint::hit("finalize::remove-record");
-    staged::remove_staged()?;
+    forget_staged(&w.sysroot.run)?;
 
     // Re-merge /etc from what the admin has now.
     failpoint::hit("finalize::etc");
@@ -285,21 +355,49 @@ fn finalize_inner(sysroot: &Utf8Path, start: Instant) -> Result<FinalizeOutcome>
     Ok(FinalizeOutcome::Finalized)
 }
 
-/// `boot-complete`: report (once) a finalize failure of the previous shutdown.
+/// `boot-complete`: report (once) a finalize failure of the previous
+/// shutdown, and keep a copy in `/run` for `treeboot status` during this boot.
 pub fn boot_complete(sysroot: &Utf8Path) -> Result<bool> {
-    let p = sysroot.join(staged::FAILURE_STAMP);
-    match std::fs::read_to_string(&p) {
-        Ok(msg) => {
-            eprintln!("error: the previous shutdown did not apply the staged update; the old deployment was booted.");
-            eprintln!("error: {}", msg.trim_end());
-            // Keep it for `treeboot status` during this boot (in /run).
-            if std::fs::create_dir_all("/run/treeboot").is_ok() {
-                let _ = std::fs::write(staged::FAILURE_RUN_COPY, &msg);
-            }
-            std::fs::remove_file(&p).with_context(|| format!("Removing {p}"))?;
-            Ok(false)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-        Err(e) => Err(anyhow!(e).context(format!("Reading {p}"))),
+    let root = Dir::open_ambient_dir(sysroot, cap_std_ext::cap_std::ambient_authority())
+        .with_context(|| format!("Opening {sysroot}"))?;
+    boot_complete_at(&root, &RunState::open_ambient()?)
+}
+
+#[context("Reporting the last finalization")]
+pub fn boot_complete_at(root: &Dir, run: &RunState) -> Result<bool> {
+    let Some(msg) = root.read_to_string_optional(FAILURE_STAMP).with_context(|| format!("Reading {FAILURE_STAMP}"))? else {
+        return Ok(true);
+    };
+    eprintln!("error: the previous shutdown did not apply the staged update; the old deployment was booted.");
+    eprintln!("error: {}", msg.trim_end());
+    if let Err(e) = run.write(runstate::FAILURE_RUN_COPY, &msg) {
+        eprintln!("warning: {e:#}");
+    }
+    root.remove_file(FAILURE_STAMP).with_context(|| format!("Removing {FAILURE_STAMP}"))?;
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sysroot::fixture::*;
+
+    #[test]
+    fn a_replaced_stage_keeps_its_kernel_only_while_something_boots_it() {
+        let f = Fixture::new(&[('a', '1'), ('b', '2')]);
+        f.boot_into(&format!("{}.0", csum('a')));
+        f.stage('c', '3', false);
+        let s = f.load().unwrap();
+        let prev = s.staged.clone().unwrap();
+        // A new stage with another kernel: the replaced one's goes.
+        assert!(!kernel_in_use(&prev, &s.deployments, OS, &csum('4')));
+        // The new stage boots the same kernel: it stays.
+        assert!(kernel_in_use(&prev, &s.deployments, OS, &csum('3')));
+        // The same bootcsum in another stateroot is another directory.
+        assert!(!kernel_in_use(&prev, &s.deployments, "other", &csum('3')));
+        // A deployment of the list boots it: it stays.
+        let mut shared = prev.clone();
+        shared.bootcsum = csum('2');
+        assert!(kernel_in_use(&shared, &s.deployments, OS, &csum('4')));
     }
 }

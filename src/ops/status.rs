@@ -80,19 +80,10 @@ pub fn status(sysroot: &Sysroot) -> Result<Status> {
             origin_path: d.origin_path().to_string(),
         });
     }
-    let staged_locked = sysroot
-        .staged_record
-        .as_ref()
-        .map(|r| r.locked || crate::staged::legacy_locked());
+    let staged_locked = sysroot.staged.is_some().then_some(sysroot.locked);
     // The stamp until boot-complete reports it, then its copy in /run for
-    // the rest of this boot (only on the booted system).
-    let finalize_failure = match sysroot.root.read_to_string(crate::staged::FAILURE_STAMP) {
-        Ok(m) => Some(m.trim_end().to_string()),
-        Err(_) if sysroot.booted().is_some() => std::fs::read_to_string(crate::staged::FAILURE_RUN_COPY)
-            .ok()
-            .map(|m| m.trim_end().to_string()),
-        Err(_) => None,
-    };
+    // the rest of this boot (the model reads both).
+    let finalize_failure = sysroot.finalize_failure.clone();
     Ok(Status {
         sysroot: sysroot.path.to_string(),
         bootversion: sysroot.bootversion,

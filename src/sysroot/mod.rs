@@ -8,6 +8,7 @@
 
 pub mod lock;
 pub mod refs;
+pub mod runstate;
 
 use anyhow::{anyhow, bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
@@ -22,6 +23,11 @@ use crate::formats::keyfile::KeyFile;
 use crate::formats::names::{parse_deploy_name, parse_ostree_karg};
 
 pub use lock::SysrootLock;
+pub use runstate::RunState;
+
+/// Where finalize reports a failure for the next boot to see (in /boot, so
+/// that it survives the reboot).
+pub const FAILURE_STAMP: &str = "boot/ostree/finalize-failure.stamp";
 
 /// One deployment as the bootloader sees it.
 #[derive(Debug, Clone)]
@@ -78,7 +84,10 @@ impl Deployment {
 
 pub struct Sysroot {
     pub root: Dir,
+    /// How messages name the sysroot (it is only ever reached through `root`).
     pub path: Utf8PathBuf,
+    /// The running system's `/run` (or what stands for it).
+    pub run: RunState,
     pub bootversion: u32,
     pub subbootversion: u32,
     /// The bootable deployments (those with an entry), default first.
@@ -88,6 +97,12 @@ pub struct Sysroot {
     /// comes first (index 0), as in libostree.
     pub staged: Option<Deployment>,
     pub staged_record: Option<crate::formats::runstate::Staged>,
+    /// Finalization of the staged deployment is locked (the record's
+    /// `locked` key or the legacy lock file).
+    pub locked: bool,
+    /// A finalize failure not yet acknowledged: the stamp in /boot, or
+    /// boot-complete's copy of it during the boot that reported it.
+    pub finalize_failure: Option<String>,
 }
 
 /// What a user-facing index designates.
@@ -130,31 +145,40 @@ pub fn read_origin(root: &Dir, path: &Utf8Path) -> Result<Option<KeyFile>> {
 }
 
 impl Sysroot {
-    /// Open the sysroot at `path` and load its deployments.
+    /// Open the sysroot at `path` and load its deployments, with the
+    /// running system's `/run`. (The edge where a path becomes handles.)
+    pub fn load(path: &Utf8Path) -> Result<Self> {
+        let root = Dir::open_ambient_dir(path, cap_std::ambient_authority())
+            .with_context(|| format!("Opening {path}"))?;
+        Self::load_at(root, path, RunState::open_ambient()?)
+    }
+
+    /// Load the sysroot whose root is `root` (named `path` in messages),
+    /// with `run` standing for `/run`.
     ///
     /// Readers take no lock, so a writer may swap and clean up while we
     /// read: if loading fails and `boot/loader` changed meanwhile, what we
     /// read was being replaced, and we read again.
     #[context("Loading sysroot {path}")]
-    pub fn load(path: &Utf8Path) -> Result<Self> {
-        let loader = || std::fs::read_link(path.join("boot/loader")).ok();
+    pub fn load_at(root: Dir, path: &Utf8Path, run: RunState) -> Result<Self> {
+        let loader = |root: &Dir| root.read_link_contents("boot/loader").ok();
         let mut tries = 0;
         loop {
-            let before = loader();
-            match Self::load_once(path) {
+            let before = loader(&root);
+            match Self::load_once(root.try_clone()?, path, run.try_clone()?) {
                 Ok(s) => return Ok(s),
-                Err(e) if tries < 5 && loader() != before => {
-                    tries += 1;
-                    let _ = e;
-                }
+                Err(_) if tries < 5 && loader(&root) != before => tries += 1,
                 Err(e) => return Err(e),
             }
         }
     }
 
-    fn load_once(path: &Utf8Path) -> Result<Self> {
-        let root = Dir::open_ambient_dir(path, cap_std::ambient_authority())
-            .with_context(|| format!("Opening {path}"))?;
+    /// Load the same sysroot again (after a write).
+    pub fn reload(&self) -> Result<Self> {
+        Self::load_at(self.root.try_clone()?, &self.path, self.run.try_clone()?)
+    }
+
+    fn load_once(root: Dir, path: &Utf8Path, run: RunState) -> Result<Self> {
         if root.symlink_metadata_optional("ostree/deploy")?.is_none() {
             bail!("{path} is not an ostree sysroot: {path}/ostree/deploy does not exist");
         }
@@ -171,17 +195,27 @@ impl Sysroot {
         let mut sysroot = Sysroot {
             root,
             path: path.to_owned(),
+            run,
             bootversion,
             subbootversion,
             deployments: Vec::new(),
             staged: None,
             staged_record: None,
+            locked: false,
+            finalize_failure: None,
         };
         sysroot.deployments = sysroot.read_deployments()?;
         sysroot.mark_booted()?;
         if sysroot.booted().is_some() {
             sysroot.load_staged()?;
         }
+        sysroot.locked = sysroot.staged.is_some() && (sysroot.staged_record.as_ref().is_some_and(|r| r.locked) || sysroot.run.legacy_locked());
+        sysroot.finalize_failure = match sysroot.root.read_to_string_optional(FAILURE_STAMP)? {
+            Some(s) => Some(s),
+            None if sysroot.booted().is_some() => sysroot.run.failure_copy(),
+            None => None,
+        }
+        .map(|s| s.trim_end().to_string());
         Ok(sysroot)
     }
 
@@ -265,7 +299,7 @@ impl Sysroot {
             found.push((version, d));
         }
         // Highest version first: that entry is the default.
-        found.sort_by(|a, b| b.0.cmp(&a.0));
+        found.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
         Ok(found
             .into_iter()
             .enumerate()
@@ -278,7 +312,7 @@ impl Sysroot {
 
     /// Read the staged record and the deployment it names.
     fn load_staged(&mut self) -> Result<()> {
-        let Some(rec) = crate::staged::read_staged()? else {
+        let Some(rec) = self.run.staged()? else {
             return Ok(());
         };
         let t = rec.target.clone().expect("parse requires a target");
@@ -299,14 +333,14 @@ impl Sysroot {
         if self.root.symlink_metadata_optional(d.path())?.is_none() {
             bail!(
                 "{}: the staged deployment {} does not exist in {}/ostree/deploy/{} (remove the file to discard it)",
-                crate::staged::STAGED,
+                runstate::STAGED,
                 t.name,
                 self.path,
                 t.osname
             );
         }
         d.kargs = match &rec.kargs {
-            Some(k) => Kargs::parse(&k.join(" ")).map_err(|e| anyhow!("{}: kargs: {e}", crate::staged::STAGED))?,
+            Some(k) => Kargs::parse(&k.join(" ")).map_err(|e| anyhow!("{}: kargs: {e}", runstate::STAGED))?,
             None => self.merge_deployment(&t.osname).map(|m| m.kargs.clone()).unwrap_or_default(),
         };
         d.origin = read_origin(&self.root, &d.origin_path())?;
@@ -340,7 +374,7 @@ impl Sysroot {
     /// as named by `backing-root-device-inode` in `/run/ostree-booted`, or,
     /// for the sysroot at `/` or `/sysroot`, by the inode of `/` itself.
     fn mark_booted(&mut self) -> Result<()> {
-        let Some(rootdevino) = booted_root_devino(&self.path)? else {
+        let Some(rootdevino) = self.booted_root_devino()? else {
             return Ok(());
         };
         for d in self.deployments.iter_mut() {
@@ -432,20 +466,180 @@ impl Sysroot {
     }
 }
 
-/// (dev, ino) of the booted deployment's directory: from
-/// `/run/ostree-booted`'s `backing-root-device-inode`, else (an empty file,
-/// older prepare-roots) the inode of `/` when the sysroot is `/` or `/sysroot`.
-pub fn booted_root_devino(sysroot_path: &Utf8Path) -> Result<Option<(u64, u64)>> {
-    let Some(b) = crate::staged::read_booted()? else {
-        return Ok(None);
-    };
-    if let Some(di) = b.backing_root_device_inode {
-        return Ok(Some(di));
+impl Sysroot {
+    /// (dev, ino) of the booted deployment's directory: from
+    /// `/run/ostree-booted`'s `backing-root-device-inode`, else (an empty
+    /// file, older prepare-roots) the inode of `/` when the sysroot is `/`
+    /// or `/sysroot`.
+    pub fn booted_root_devino(&self) -> Result<Option<(u64, u64)>> {
+        let Some(b) = self.run.booted()? else {
+            return Ok(None);
+        };
+        if let Some(di) = b.backing_root_device_inode {
+            return Ok(Some(di));
+        }
+        if self.path != "/" && self.path != "/sysroot" {
+            return Ok(None);
+        }
+        let m = std::fs::metadata("/").context("Reading the inode of /")?;
+        Ok(Some((std::os::unix::fs::MetadataExt::dev(&m), std::os::unix::fs::MetadataExt::ino(&m))))
     }
-    if sysroot_path != "/" && sysroot_path != "/sysroot" {
-        return Ok(None);
+}
+
+/// A small sysroot on a temporary directory, for the unit tests of the
+/// model and of the operations: no root, no mount namespace.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use super::*;
+    use crate::formats::runstate::{Booted, Staged, StagedTarget};
+    use cap_std_ext::cap_tempfile::{self, TempDir};
+
+    pub const OS: &str = "os";
+
+    pub fn csum(c: char) -> String {
+        c.to_string().repeat(64)
     }
-    let m = std::os::unix::fs::MetadataExt::dev(&std::fs::metadata("/")?);
-    let i = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata("/")?);
-    Ok(Some((m, i)))
+
+    pub struct Fixture {
+        pub root: TempDir,
+        pub run: TempDir,
+    }
+
+    impl Fixture {
+        /// A deployment `csum(c).0` with bootcsum `csum(b)` for each
+        /// `(c, b)`, in boot order (the first is the default).
+        pub fn new(deployments: &[(char, char)]) -> Self {
+            let root = cap_tempfile::tempdir(cap_std::ambient_authority()).unwrap();
+            let run = cap_tempfile::tempdir(cap_std::ambient_authority()).unwrap();
+            root.create_dir_all(format!("ostree/deploy/{OS}/var")).unwrap();
+            root.create_dir_all(format!("ostree/deploy/{OS}/deploy")).unwrap();
+            root.create_dir_all("boot/loader.1/entries").unwrap();
+            root.symlink("loader.1", "boot/loader").unwrap();
+            root.symlink("boot.1.0", "ostree/boot.1").unwrap();
+            let n = deployments.len();
+            let mut serials: std::collections::HashMap<char, u32> = Default::default();
+            for (i, (c, b)) in deployments.iter().enumerate() {
+                let name = format!("{}.0", csum(*c));
+                add_deployment_dir(&root, &name, &format!("refspec=os:v{c}"));
+                let bs = serials.entry(*b).or_insert(0);
+                let link = format!("ostree/boot.1.0/{OS}/{}/{bs}", csum(*b));
+                root.create_dir_all(format!("ostree/boot.1.0/{OS}/{}", csum(*b))).unwrap();
+                root.symlink(format!("../../../deploy/{OS}/deploy/{name}"), &link).unwrap();
+                let entry = format!(
+                    "title OS {c} (ostree:{i})\nversion {}\noptions root=LABEL=r ostree=/ostree/boot.1/{OS}/{}/{bs}\nlinux /ostree/{OS}-{}/vmlinuz-6.1\n",
+                    n - i,
+                    csum(*b),
+                    csum(*b)
+                );
+                root.write(format!("boot/loader.1/entries/ostree-{}-{OS}.conf", n - i), entry).unwrap();
+                root.create_dir_all(format!("boot/ostree/{OS}-{}", csum(*b))).unwrap();
+                root.write(format!("boot/ostree/{OS}-{}/vmlinuz-6.1", csum(*b)), "kernel").unwrap();
+                *bs += 1;
+            }
+            Self { root, run }
+        }
+
+        /// `/run/ostree-booted` naming deployment directory `name`.
+        pub fn boot_into(&self, name: &str) {
+            let m = self.root.metadata(format!("ostree/deploy/{OS}/deploy/{name}")).unwrap();
+            let rec = Booted { backing_root_device_inode: Some((m.dev(), m.ino())), ..Default::default() };
+            self.run.write("ostree-booted", rec.serialize()).unwrap();
+        }
+
+        /// Stage `csum(c).0` (its directory and kernel made here).
+        pub fn stage(&self, c: char, bootcsum: char, locked: bool) {
+            let name = format!("{}.0", csum(c));
+            add_deployment_dir(&self.root, &name, &format!("refspec=os:v{c}"));
+            self.root.create_dir_all(format!("boot/ostree/{OS}-{}", csum(bootcsum))).unwrap();
+            let rec = Staged {
+                target: Some(StagedTarget { name, osname: OS.into(), bootcsum: csum(bootcsum) }),
+                locked,
+                ..Default::default()
+            };
+            RunState::at(self.run.try_clone().unwrap()).write_staged(&rec).unwrap();
+        }
+
+        pub fn load(&self) -> Result<Sysroot> {
+            Sysroot::load_at(self.root.try_clone()?, Utf8Path::new("/fixture"), RunState::at(self.run.try_clone()?))
+        }
+    }
+
+    /// A deployment directory (with `usr/etc`, `etc`) and its origin.
+    pub fn add_deployment_dir(root: &Dir, name: &str, origin: &str) {
+        root.create_dir_all(format!("ostree/deploy/{OS}/deploy/{name}/usr/etc")).unwrap();
+        root.create_dir_all(format!("ostree/deploy/{OS}/deploy/{name}/etc")).unwrap();
+        root.write(format!("ostree/deploy/{OS}/deploy/{name}.origin"), format!("[origin]\n{origin}\n")).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixture::*;
+    use super::*;
+
+    #[test]
+    fn deployments_in_boot_order_with_booted_and_staged() {
+        let f = Fixture::new(&[('a', '1'), ('b', '1'), ('c', '2')]);
+        f.boot_into(&format!("{}.0", csum('b')));
+        f.stage('d', '3', false);
+        let s = f.load().unwrap();
+        assert_eq!((s.bootversion, s.subbootversion), (1, 0));
+        let names: Vec<String> = s.deployments.iter().map(|d| d.csum[..1].to_string()).collect();
+        assert_eq!(names, ["a", "b", "c"], "highest version first");
+        assert_eq!(s.deployments.iter().map(|d| d.bootserial).collect::<Vec<_>>(), [0, 1, 0]);
+        assert_eq!(s.booted().unwrap().csum, csum('b'));
+        assert_eq!(s.merge_deployment(OS).unwrap().csum, csum('b'), "the booted one is the merge deployment");
+        let st = s.staged.as_ref().unwrap();
+        assert!(st.staged && st.csum == csum('d') && st.bootcsum == csum('3'));
+        assert_eq!(st.kargs.to_cmdline(), s.booted().unwrap().kargs.to_cmdline(), "no kargs in the record: the merge deployment's");
+        // User-facing indices: the staged deployment is 0, as in libostree.
+        assert_eq!(s.resolve_index(0).unwrap(), Target::Staged);
+        assert_eq!(s.by_index(1).unwrap().csum, csum('a'));
+        assert_eq!(s.by_index(3).unwrap().csum, csum('c'));
+        assert!(s.by_index(4).is_err());
+        assert!(!s.locked);
+        assert!(s.finalize_failure.is_none());
+    }
+
+    #[test]
+    fn nothing_is_staged_unless_this_sysroot_is_booted() {
+        let f = Fixture::new(&[('a', '1')]);
+        f.stage('d', '3', false);
+        let s = f.load().unwrap();
+        assert!(s.booted().is_none() && s.staged.is_none() && !s.locked);
+    }
+
+    #[test]
+    fn lock_and_failure_stamp_are_part_of_the_state() {
+        let f = Fixture::new(&[('a', '1')]);
+        f.boot_into(&format!("{}.0", csum('a')));
+        f.stage('d', '3', true);
+        f.root.write(FAILURE_STAMP, "finalizing failed: /etc/x\n").unwrap();
+        let s = f.load().unwrap();
+        assert!(s.locked, "locked key");
+        assert_eq!(s.finalize_failure.as_deref(), Some("finalizing failed: /etc/x"));
+        // The legacy lock file alone locks too (ostree 2022.7 writes only it).
+        f.stage('d', '3', false);
+        f.run.write("ostree/staged-deployment-locked", "").unwrap();
+        assert!(f.load().unwrap().locked);
+        // After boot-complete: the copy in /run, on the booted system.
+        f.root.remove_file(FAILURE_STAMP).unwrap();
+        f.run.create_dir_all("treeboot").unwrap();
+        f.run.write("treeboot/last-finalize-failure", "reported\n").unwrap();
+        assert_eq!(f.load().unwrap().finalize_failure.as_deref(), Some("reported"));
+    }
+
+    #[test]
+    fn a_bad_entry_or_record_names_its_file() {
+        let f = Fixture::new(&[('a', '1'), ('b', '1')]);
+        f.root.write("boot/loader.1/entries/ostree-2-os.conf", "title junk\nversion 2\n").unwrap();
+        let e = format!("{:#}", f.load().err().unwrap());
+        assert!(e.contains("/fixture/boot/loader.1/entries/ostree-2-os.conf") && e.contains("no `options` line"), "{e}");
+        let f = Fixture::new(&[('a', '1')]);
+        f.boot_into(&format!("{}.0", csum('a')));
+        f.stage('d', '3', false);
+        f.root.remove_dir_all(format!("ostree/deploy/{OS}/deploy/{}.0", csum('d'))).unwrap();
+        let e = format!("{:#}", f.load().err().unwrap());
+        assert!(e.contains(runstate::STAGED) && e.contains("does not exist"), "{e}");
+    }
 }

@@ -25,11 +25,28 @@ fn remove_refs_below(dir: &Dir, rel: &str) -> Result<()> {
     Ok(())
 }
 
-/// Replace every `ostree/...` ref by `ostree/B/S/I` for each deployment.
+/// The ref that keeps the staged deployment's commit from being pruned.
+///
+/// libostree keeps that commit by putting the staged deployment in the set
+/// its prune starts from (`ostree_repo_prune_from_reachable`), which the
+/// `ostree` crate does not bind; a ref does the same for any pruner, under
+/// `ostree/`, the prefix whose refs every writer (libostree's
+/// `generate_deployment_refs` and this module) replaces at each write, so
+/// it cannot outlive the staged deployment by more than one write.
+pub const STAGED_REF: &str = "ostree/staged";
+
+/// Replace every `ostree/...` ref by `ostree/B/S/I` for each deployment,
+/// and [`STAGED_REF`] for the staged deployment's commit, if any.
 #[context("Writing the ostree/ refs")]
-pub fn set_deployment_refs(root: &Dir, bootversion: u32, subbootversion: u32, csums: &[String]) -> Result<()> {
+pub fn set_deployment_refs(root: &Dir, bootversion: u32, subbootversion: u32, csums: &[String], staged: Option<&str>) -> Result<()> {
     let heads = root.open_dir("ostree/repo/refs/heads").context("Opening ostree/repo/refs/heads")?;
     remove_refs_below(&heads, "ostree")?;
+    if let Some(c) = staged {
+        heads.create_dir_all("ostree")?;
+        heads
+            .atomic_write_with_perms(STAGED_REF, format!("{c}\n"), Permissions::from_mode(0o644))
+            .with_context(|| format!("Writing ref {STAGED_REF}"))?;
+    }
     for (i, c) in csums.iter().enumerate() {
         let dir = format!("ostree/{bootversion}/{subbootversion}");
         heads.create_dir_all(&dir)?;

@@ -5,6 +5,17 @@ use common::*;
 use std::path::Path;
 use std::process::Command;
 
+/// Run a bash script in a private mount namespace, `$TB` being treeboot
+/// and `$S` the sysroot `root`.
+fn in_mount_namespace(root: &Path, script: &str) -> std::process::Output {
+    Command::new("unshare")
+        .args(["-m", "--propagation", "private", "bash", "-c", script])
+        .env("TB", treeboot_bin())
+        .env("S", root)
+        .output()
+        .unwrap()
+}
+
 /// A tree whose kernel and initramfs take 1 MiB each.
 fn big_kernel_commit(s: &Scratch, root: &Path) {
     commit_tree(s, &root.join("ostree/repo"), "testos/big", "big", "big", "9.0", |t| {
@@ -39,12 +50,7 @@ $TB --sysroot $S status --json | python3 -c 'import json,sys; print("default=" +
 ls -a $S/boot/ostree | grep -c '^\.tmp-' | sed 's/^/tmpdirs=/'
 ls $S/ostree/deploy/testos/deploy | wc -l | sed 's/^/deploydir=/'
 "#, env = if skip_check { "TREEBOOT_TEST_NO_SPACE_CHECK=1" } else { "" });
-    let out = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "bash", "-c", &script])
-        .env("TB", treeboot_bin())
-        .env("S", &root)
-        .output()
-        .unwrap();
+    let out = in_mount_namespace(&root, &script);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let rc = stdout.lines().find_map(|l| l.strip_prefix("rc=")).and_then(|r| r.parse().ok()).unwrap_or(-1);
     (rc, stdout, String::from_utf8_lossy(&out.stderr).into_owned())
@@ -182,12 +188,7 @@ echo "writer exit=$?"
 # Bootable, whatever the writer managed to do (checked while /boot is mounted).
 $TB --sysroot $S verify >/dev/null && echo "verify ok"
 "#);
-    let out = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "bash", "-c", &script])
-        .env("TB", treeboot_bin())
-        .env("S", &root)
-        .output()
-        .unwrap();
+    let out = in_mount_namespace(&root, &script);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{tag}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("frozen") && !stdout.contains("BOOT STILL FROZEN") && stdout.contains("boot written"), "{tag}: /boot must be writable within {probe_secs} s: {stdout}");

@@ -100,8 +100,12 @@ pub fn stage(w: &mut Writer, refspec: &str, opts: &DeployOpts, lock: bool) -> Re
         // A stage that names the same commit anew still gets its own
         // serial, so `prev` is never the deployment just prepared.
         failpoint::hit("stage::remove-replaced");
-        remove_replaced(w, &prev, &p.stateroot, &p.bootcsum)?;
-        eprintln!("Replaced the staged deployment {}", prev.name());
+        // The new stage is in place: failing to remove the old one is a
+        // warning (cleanup removes it later), not a failed stage.
+        match remove_replaced(w, &prev, &p.stateroot, &p.bootcsum) {
+            Ok(()) => eprintln!("Replaced the staged deployment {}", prev.name()),
+            Err(e) => eprintln!("warning: replaced the staged deployment {}, but removing it failed (cleanup will): {e:#}", prev.name()),
+        }
     }
     if let Err(e) = w.sysroot.run.write(runstate::REBOOT_REQUIRED, "*** System restart required ***\n") {
         eprintln!("warning: {e:#}");

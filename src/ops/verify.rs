@@ -1,16 +1,18 @@
 //! `treeboot verify`: check that a sysroot is bootable, reporting every
 //! violation with its file, without stopping at the first.
 //!
-//! Checked: `boot/loader` resolves to a directory with entries; each entry
-//! parses, has `options` with a valid `ostree=`, and its `linux`/`initrd`
-//! exist under `/boot`; each `ostree=` resolves through `ostree/boot.N` to
-//! an existing deployment with `usr/`; no deployment is referenced twice;
-//! the default entry exists; every origin parses; GRUB's menu exists when
+//! What the model's loader finds, every problem rather than the first
+//! (`Sysroot::inspect_at`): each entry parses, has `options` with a valid
+//! `ostree=` that resolves through `ostree/boot.N.M` to an existing
+//! deployment, no deployment is listed twice, one default, every origin
+//! parses. Then what booting needs beyond the model: `boot/loader` and
+//! `ostree/boot.N` exist, each entry's `linux`/`initrd` exist under
+//! `/boot`, each deployment has `usr/`, GRUB's menu exists when
 //! `/boot/grub` does. Leftovers of an interrupted run (`*.tmp` links, the
 //! other boot version, unreferenced deployments, `.tmp-*` kernel dirs) are
 //! notes: harmless, removed by cleanup. Reads only; takes no lock.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 use anyhow::Result;
 use camino::Utf8Path;
@@ -18,11 +20,9 @@ use cap_std_ext::cap_std::{self, fs::Dir};
 use cap_std_ext::dirext::CapStdExtDirExt;
 use serde::Serialize;
 
-use crate::formats::bls::{entry_file_is_ostree, BlsEntry};
-use crate::formats::kargs::Kargs;
-use crate::formats::names::{parse_deploy_name, parse_ostree_karg};
+use crate::formats::names::parse_deploy_name;
 use crate::fsutil;
-use crate::sysroot::read_origin;
+use crate::sysroot::{RunState, Sysroot};
 
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
@@ -43,75 +43,95 @@ fn link_target(dir: &Dir, p: &str) -> Option<String> {
 }
 
 pub fn verify(path: &Utf8Path) -> Result<Report> {
-    let mut r = Report::default();
     let root = match Dir::open_ambient_dir(path, cap_std::ambient_authority()) {
         Ok(d) => d,
         Err(e) => {
-            r.errors.push(format!("{path}: {e}"));
-            return Ok(r);
+            return Ok(Report { errors: vec![format!("{path}: {e}")], ..Default::default() });
         }
     };
-    if root.symlink_metadata_optional("boot")?.is_none() {
-        r.errors.push(format!("{path}/boot: does not exist (is /boot mounted?)"));
+    verify_at(root, path, RunState::open_ambient()?)
+}
+
+/// Verify the sysroot `root` (named `path` in messages): what the model's
+/// loader finds (`Sysroot::inspect_at`, which reports every unreadable
+/// entry instead of stopping), then what booting needs beyond the model.
+pub fn verify_at(root: Dir, path: &Utf8Path, run: RunState) -> Result<Report> {
+    let mut r = Report::default();
+    let Some(bv) = boot_version(&root, path, &mut r)? else {
         return Ok(r);
-    }
-    let bv = match link_target(&root, "boot/loader").as_deref() {
-        Some("loader.0") => 0,
-        Some("loader.1") => 1,
-        Some(other) => {
-            r.errors.push(format!("{path}/boot/loader: points to {other:?}, not loader.0 or loader.1"));
-            return Ok(r);
-        }
-        None => {
-            r.errors.push(format!("{path}/boot/loader: missing: there is no deployment list, nothing to boot"));
-            return Ok(r);
-        }
     };
+    // The loader reads a missing `ostree/boot.N` as sub-boot version 0; the
+    // initramfs resolves `ostree=` through `ostree/boot.N` itself.
     let sub = match link_target(&root, &format!("ostree/boot.{bv}")).as_deref() {
         Some(t) if t == format!("boot.{bv}.0") => Some(0),
         Some(t) if t == format!("boot.{bv}.1") => Some(1),
         Some(t) => {
             r.errors.push(format!("{path}/ostree/boot.{bv}: points to {t:?}, not boot.{bv}.0 or boot.{bv}.1"));
-            None
+            return Ok(r);
         }
         None => {
             r.errors.push(format!("{path}/ostree/boot.{bv}: missing; the entries' ostree= cannot resolve"));
             None
         }
     };
-    let edir = format!("boot/loader.{bv}/entries");
-    let Some(entries) = root.open_dir_optional(&edir)? else {
-        r.errors.push(format!("{path}/{edir}: missing, but boot/loader points to loader.{bv}"));
-        return Ok(r);
-    };
-    let mut seen: HashMap<String, String> = HashMap::new();
-    let mut versions: Vec<(u64, String)> = Vec::new();
-    let names: Vec<String> = fsutil::read_names(&entries)?.into_iter().filter_map(|n| n.into_string().ok()).collect();
-    for name in names.iter().filter(|n| entry_file_is_ostree(n)) {
-        let file = format!("{path}/{edir}/{name}");
-        let text = match entries.read_to_string(name) {
-            Ok(t) => t,
-            Err(e) => {
-                r.errors.push(format!("{file}: {e}"));
-                continue;
-            }
-        };
-        let e = match BlsEntry::parse(&text) {
-            Ok(e) => e,
-            Err(err) => {
-                r.errors.push(format!("{file}: {err}"));
-                continue;
-            }
-        };
-        match e.get("version").map(|v| v.parse::<u64>()) {
-            Some(Ok(v)) => versions.push((v, name.clone())),
-            _ => r.errors.push(format!("{file}: no numeric `version`")),
+    let s = match Sysroot::inspect_at(root, path, run) {
+        Ok(s) => s,
+        Err(e) => {
+            r.errors.push(format!("{e:#}"));
+            return Ok(r);
         }
+    };
+    r.errors.extend(s.problems.iter().cloned());
+    check_deployments(&s, &mut r)?;
+    let edir = format!("boot/loader.{bv}/entries");
+    if s.deployments.is_empty() && r.errors.is_empty() {
+        r.errors.push(format!("{path}/{edir}: no entries: nothing to boot"));
+    }
+    r.default = s.deployments.first().and_then(|d| d.entry_file.clone());
+    r.deployments = s.deployments.len();
+    let root = &s.root;
+    if root.symlink_metadata_optional("boot/grub")?.is_some_and(|m| m.is_dir())
+        && root.symlink_metadata_optional(format!("boot/loader.{bv}/grub.cfg"))?.is_none()
+    {
+        r.errors.push(format!("{path}/boot/loader.{bv}/grub.cfg: missing, but /boot/grub exists (GRUB would show no menu)"));
+    }
+    leftovers(&s, sub, &mut r)?;
+    Ok(r)
+}
+
+/// The boot version from `boot/loader`, or None (with the error) when there
+/// is nothing a bootloader could read.
+fn boot_version(root: &Dir, path: &Utf8Path, r: &mut Report) -> Result<Option<u32>> {
+    if root.symlink_metadata_optional("boot")?.is_none() {
+        r.errors.push(format!("{path}/boot: does not exist (is /boot mounted?)"));
+        return Ok(None);
+    }
+    Ok(match link_target(root, "boot/loader").as_deref() {
+        Some("loader.0") => Some(0),
+        Some("loader.1") => Some(1),
+        Some(other) => {
+            r.errors.push(format!("{path}/boot/loader: points to {other:?}, not loader.0 or loader.1"));
+            None
+        }
+        None => {
+            r.errors.push(format!("{path}/boot/loader: missing: there is no deployment list, nothing to boot"));
+            None
+        }
+    })
+}
+
+/// What the bootloader and the initramfs need of each listed deployment:
+/// its kernel and initramfs in /boot, its `usr/`.
+fn check_deployments(s: &Sysroot, r: &mut Report) -> Result<()> {
+    let path = &s.path;
+    for d in &s.deployments {
+        let file = format!("{path}/boot/loader.{}/entries/{}", s.bootversion, d.entry_file.as_deref().unwrap_or("?"));
+        let entry = d.entry.as_ref().expect("listed deployments have an entry");
         for key in ["linux", "initrd"] {
-            match e.get(key) {
+            match entry.get(key) {
                 Some(p) => {
                     let rel = format!("boot/{}", p.trim_start_matches('/'));
-                    if !root.symlink_metadata_optional(&rel)?.is_some_and(|m| m.is_file()) {
+                    if !s.root.symlink_metadata_optional(&rel)?.is_some_and(|m| m.is_file()) {
                         r.errors.push(format!("{file}: {key} {p} does not exist in {path}/boot"));
                     }
                 }
@@ -119,74 +139,17 @@ pub fn verify(path: &Utf8Path) -> Result<Report> {
                 None => {}
             }
         }
-        let Some(options) = e.options() else {
-            r.errors.push(format!("{file}: no `options` line"));
-            continue;
-        };
-        let karg = match Kargs::parse(&options) {
-            Ok(k) => k.get("ostree").map(String::from),
-            Err(err) => {
-                r.errors.push(format!("{file}: {err}"));
-                continue;
-            }
-        };
-        let Some(karg) = karg else {
-            r.errors.push(format!("{file}: no ostree= in `options`"));
-            continue;
-        };
-        let k = match parse_ostree_karg(&karg) {
-            Ok(k) => k,
-            Err(err) => {
-                r.errors.push(format!("{file}: {err}"));
-                continue;
-            }
-        };
-        if k.bootversion != bv {
-            r.errors.push(format!("{file}: ostree= names boot.{} but the entry is in loader.{bv}", k.bootversion));
-            continue;
-        }
-        let Some(sub) = sub else { continue };
-        let link = format!("ostree/boot.{bv}.{sub}/{}/{}/{}", k.stateroot, k.bootcsum, k.bootserial);
-        let Some(target) = link_target(&root, &link) else {
-            r.errors.push(format!("{file}: ostree={karg}: {path}/{link} is missing"));
-            continue;
-        };
-        let prefix = format!("../../../deploy/{}/deploy/", k.stateroot);
-        let Some(dname) = target.strip_prefix(&prefix).filter(|d| parse_deploy_name(d).is_some()) else {
-            r.errors.push(format!("{path}/{link}: points to {target}, not a deployment"));
-            continue;
-        };
-        let drel = format!("ostree/deploy/{}/deploy/{dname}", k.stateroot);
-        if !root.symlink_metadata_optional(format!("{drel}/usr"))?.is_some_and(|m| m.is_dir()) {
-            r.errors.push(format!("{file}: deployment {path}/{drel} is missing or has no usr/"));
-            continue;
-        }
-        if let Some(other) = seen.insert(drel.clone(), name.clone()) {
-            r.errors.push(format!("{file}: deployment {drel} is also referenced by {other}"));
-        }
-        if let Err(err) = read_origin(&root, Utf8Path::new(&format!("{drel}.origin"))) {
-            r.errors.push(format!("{err:#}"));
+        if !s.root.symlink_metadata_optional(d.path().join("usr"))?.is_some_and(|m| m.is_dir()) {
+            r.errors.push(format!("{file}: deployment {path}/{} has no usr/", d.path()));
         }
     }
-    if versions.is_empty() && r.errors.is_empty() {
-        r.errors.push(format!("{path}/{edir}: no entries: nothing to boot"));
-    }
-    versions.sort();
-    if let Some((_, name)) = versions.last() {
-        r.default = Some(name.clone());
-    }
-    let mut vs: Vec<u64> = versions.iter().map(|(v, _)| *v).collect();
-    vs.dedup();
-    if vs.len() != versions.len() {
-        r.errors.push(format!("{path}/{edir}: two entries have the same `version`: the default is ambiguous"));
-    }
-    r.deployments = seen.len();
-    if root.symlink_metadata_optional("boot/grub")?.is_some_and(|m| m.is_dir())
-        && root.symlink_metadata_optional(format!("boot/loader.{bv}/grub.cfg"))?.is_none()
-    {
-        r.errors.push(format!("{path}/boot/loader.{bv}/grub.cfg: missing, but /boot/grub exists (GRUB would show no menu)"));
-    }
-    // Leftovers.
+    Ok(())
+}
+
+/// Notes: what an interrupted run left (harmless, removed by cleanup), and
+/// the staged deployment.
+fn leftovers(s: &Sysroot, sub: Option<u32>, r: &mut Report) -> Result<()> {
+    let (root, path, bv) = (&s.root, &s.path, s.bootversion);
     for (dir, name) in [("boot", "loader.tmp".to_string()), ("boot", format!("loader.{}", 1 - bv)), ("ostree", format!("boot.{}", 1 - bv))] {
         if root.symlink_metadata_optional(format!("{dir}/{name}"))?.is_some() {
             r.notes.push(format!("{path}/{dir}/{name}: left by an interrupted run; harmless, removed by cleanup"));
@@ -195,21 +158,26 @@ pub fn verify(path: &Utf8Path) -> Result<Report> {
     if let Some(o) = root.open_dir_optional("ostree")? {
         for n in fsutil::read_names(&o)? {
             let n = n.to_string_lossy();
-            if n.ends_with(".tmp") || (sub.is_some() && n == format!("boot.{bv}.{}", 1 - sub.unwrap_or(0))) {
+            if n.ends_with(".tmp") || sub.is_some_and(|sub| n == format!("boot.{bv}.{}", 1 - sub)) {
                 r.notes.push(format!("{path}/ostree/{n}: left by an interrupted run; harmless, removed by cleanup"));
             }
         }
     }
-    if let Some(d) = root.open_dir_optional("ostree/deploy")? {
-        for os in fsutil::read_names(&d)? {
-            let os = os.to_string_lossy().into_owned();
-            if let Some(dd) = root.open_dir_optional(format!("ostree/deploy/{os}/deploy"))? {
-                for n in fsutil::read_names(&dd)? {
-                    let n = n.to_string_lossy().into_owned();
-                    if parse_deploy_name(&n).is_some() && !seen.contains_key(&format!("ostree/deploy/{os}/deploy/{n}")) {
-                        r.notes.push(format!("{path}/ostree/deploy/{os}/deploy/{n}: not in the deployment list (staged, or left by an interrupted run: removed by cleanup)"));
-                    }
-                }
+    let listed: HashSet<String> = s.deployments.iter().map(|d| d.path().to_string()).collect();
+    let staged = s.staged.as_ref().map(|d| d.path().to_string());
+    for os in s.stateroots()? {
+        let rel = format!("ostree/deploy/{os}/deploy");
+        let Some(dd) = root.open_dir_optional(&rel)? else { continue };
+        for n in fsutil::read_names(&dd)? {
+            let n = n.to_string_lossy().into_owned();
+            let p = format!("{rel}/{n}");
+            if parse_deploy_name(&n).is_none() || listed.contains(&p) {
+                continue;
+            }
+            if staged.as_deref() == Some(p.as_str()) {
+                r.notes.push(format!("{path}/{p}: the staged deployment (applied at shutdown)"));
+            } else {
+                r.notes.push(format!("{path}/{p}: not in the deployment list (left by an interrupted run, or staged on another boot: removed by cleanup)"));
             }
         }
     }
@@ -221,7 +189,7 @@ pub fn verify(path: &Utf8Path) -> Result<Report> {
             }
         }
     }
-    Ok(r)
+    Ok(())
 }
 
 pub fn render(r: &Report) -> String {
@@ -242,4 +210,53 @@ pub fn render(r: &Report) -> String {
         out.push_str(&format!("NOT BOOTABLE: {} problem(s)\n", r.errors.len()));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sysroot::fixture::*;
+
+    fn verify_fixture(f: &Fixture) -> Report {
+        verify_at(f.root.try_clone().unwrap(), Utf8Path::new("/fixture"), RunState::at(f.run.try_clone().unwrap())).unwrap()
+    }
+
+    #[test]
+    fn a_good_sysroot_is_bootable_and_the_staged_deployment_a_note() {
+        let f = Fixture::new(&[('a', '1'), ('b', '2')]);
+        f.boot_into(&format!("{}.0", csum('a')));
+        f.stage('c', '3', false);
+        let r = verify_fixture(&f);
+        assert!(r.bootable(), "{}", render(&r));
+        assert_eq!(r.deployments, 2);
+        assert_eq!(r.default.as_deref(), Some("ostree-2-os.conf"));
+        assert!(r.notes.iter().any(|n| n.contains(&csum('c')) && n.contains("the staged deployment")), "{:?}", r.notes);
+    }
+
+    #[test]
+    fn every_problem_is_reported_not_only_the_first() {
+        let f = Fixture::new(&[('a', '1'), ('b', '2'), ('c', '3')]);
+        // Entry 3 (a's) is junk, entry 2's deployment (b) is gone, entry
+        // 1's kernel (c's) is missing: three problems, all reported.
+        f.root.write("boot/loader.1/entries/ostree-3-os.conf", "title junk\nversion 3\n").unwrap();
+        f.root.remove_dir_all(format!("ostree/deploy/{OS}/deploy/{}.0", csum('b'))).unwrap();
+        f.root.remove_file(format!("boot/ostree/{OS}-{}/vmlinuz-6.1", csum('3'))).unwrap();
+        let r = verify_fixture(&f);
+        assert!(!r.bootable());
+        let all = r.errors.join("\n");
+        assert!(all.contains("ostree-3-os.conf: no `options` line"), "{all}");
+        assert!(all.contains("ostree-2-os.conf") && all.contains("does not exist (dangling link"), "{all}");
+        assert!(all.contains("ostree-1-os.conf: linux /ostree/") && all.contains("does not exist in /fixture/boot"), "{all}");
+        assert_eq!(r.errors.len(), 3, "{all}");
+        assert_eq!(r.deployments, 1, "the readable entry is still listed");
+    }
+
+    #[test]
+    fn two_entries_with_one_version_make_the_default_ambiguous() {
+        let f = Fixture::new(&[('a', '1'), ('b', '2')]);
+        let e = f.root.read_to_string("boot/loader.1/entries/ostree-1-os.conf").unwrap();
+        f.root.write("boot/loader.1/entries/ostree-1-os.conf", e.replace("version 1", "version 2")).unwrap();
+        let r = verify_fixture(&f);
+        assert!(r.errors.iter().any(|e| e.contains("the default is ambiguous")), "{:?}", r.errors);
+    }
 }

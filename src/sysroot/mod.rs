@@ -44,6 +44,8 @@ pub struct Deployment {
     /// The BLS entry it was read from (None for a deployment that is being
     /// added and has no entry yet).
     pub entry: Option<BlsEntry>,
+    /// The name of that entry's file in `boot/loader.N/entries`.
+    pub entry_file: Option<String>,
     pub origin: Option<KeyFile>,
     pub booted: bool,
     pub staged: bool,
@@ -103,6 +105,9 @@ pub struct Sysroot {
     /// A finalize failure not yet acknowledged: the stamp in /boot, or
     /// boot-complete's copy of it during the boot that reported it.
     pub finalize_failure: Option<String>,
+    /// What the loader found wrong without failing: two entries with the
+    /// same `version`; with [`Sysroot::inspect_at`], every unreadable entry.
+    pub problems: Vec<String>,
 }
 
 /// What a user-facing index designates.
@@ -165,7 +170,7 @@ impl Sysroot {
         let mut tries = 0;
         loop {
             let before = loader(&root);
-            match Self::load_once(root.try_clone()?, path, run.try_clone()?) {
+            match Self::load_once(root.try_clone()?, path, run.try_clone()?, true) {
                 Ok(s) => return Ok(s),
                 Err(_) if tries < 5 && loader(&root) != before => tries += 1,
                 Err(e) => return Err(e),
@@ -178,7 +183,16 @@ impl Sysroot {
         Self::load_at(self.root.try_clone()?, &self.path, self.run.try_clone()?)
     }
 
-    fn load_once(root: Dir, path: &Utf8Path, run: RunState) -> Result<Self> {
+    /// The model as far as it can be read, for `verify`: an entry that
+    /// cannot be read (or names a missing deployment, or one listed twice)
+    /// is left out of the list and described in `problems`, instead of
+    /// failing the load. What cannot be read at all (the version links, the
+    /// entries directory) is still an error.
+    pub fn inspect_at(root: Dir, path: &Utf8Path, run: RunState) -> Result<Self> {
+        Self::load_once(root, path, run, false)
+    }
+
+    fn load_once(root: Dir, path: &Utf8Path, run: RunState, strict: bool) -> Result<Self> {
         if root.symlink_metadata_optional("ostree/deploy")?.is_none() {
             bail!("{path} is not an ostree sysroot: {path}/ostree/deploy does not exist");
         }
@@ -203,8 +217,11 @@ impl Sysroot {
             staged_record: None,
             locked: false,
             finalize_failure: None,
+            problems: Vec::new(),
         };
-        sysroot.deployments = sysroot.read_deployments()?;
+        let (deployments, problems) = sysroot.read_deployments(strict)?;
+        sysroot.deployments = deployments;
+        sysroot.problems = problems;
         sysroot.mark_booted()?;
         if sysroot.booted().is_some() {
             sysroot.load_staged()?;
@@ -219,14 +236,19 @@ impl Sysroot {
         Ok(sysroot)
     }
 
-    fn has_loader(&self) -> Result<bool> {
+    pub fn has_loader(&self) -> Result<bool> {
         Ok(self.root.symlink_metadata_optional("boot/loader")?.is_some())
     }
 
+    /// The bootable deployments from the live entries, default first, and
+    /// what is wrong with the entries that cannot be read. `strict` (every
+    /// command but `verify`) stops at the first such entry; otherwise it is
+    /// left out of the list and reported.
     #[context("Reading boot entries")]
-    fn read_deployments(&self) -> Result<Vec<Deployment>> {
+    fn read_deployments(&self, strict: bool) -> Result<(Vec<Deployment>, Vec<String>)> {
+        let mut problems = Vec::new();
         if !self.has_loader()? {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), problems));
         }
         let bv = self.bootversion;
         let entries_rel = format!("boot/loader.{bv}/entries");
@@ -239,75 +261,94 @@ impl Sysroot {
                 continue;
             }
             let file = format!("{}/{entries_rel}/{name}", self.path);
-            let data = entries
-                .read_to_string(&name)
-                .with_context(|| format!("Reading {file}"))?;
-            let entry = BlsEntry::parse(&data).map_err(|e| anyhow!("{file}: {e}"))?;
-            let options = entry
-                .options()
-                .ok_or_else(|| anyhow!("{file}: no `options` line"))?;
-            let kargs = Kargs::parse(&options).map_err(|e| anyhow!("{file}: {e}"))?;
-            let ostree_arg = kargs
-                .get("ostree")
-                .ok_or_else(|| anyhow!("{file}: no ostree= kernel argument in `options`"))?
-                .to_string();
-            let karg = parse_ostree_karg(&ostree_arg).map_err(|e| anyhow!("{file}: {e}"))?;
-            if karg.bootversion != bv {
-                bail!("{file}: ostree={ostree_arg} names boot.{} but the entry is in loader.{bv}", karg.bootversion);
+            let read = self.read_entry(&entries, &entries_rel, &name).and_then(|(version, d)| {
+                match found.iter().find(|(_, o)| o.same(&d)) {
+                    Some((_, dup)) => Err(anyhow!("{file}: deployment {} is listed twice (also in {})", d.name(), dup.entry_file.as_deref().unwrap_or("?"))),
+                    None => Ok((version, d)),
+                }
+            });
+            match read {
+                Ok(v) => found.push(v),
+                Err(e) if strict => return Err(e),
+                Err(e) => problems.push(format!("{e:#}")),
             }
-            let version: u64 = entry
-                .get("version")
-                .ok_or_else(|| anyhow!("{file}: no `version` line"))?
-                .parse()
-                .map_err(|_| anyhow!("{file}: `version` is not a number"))?;
-            let link = format!(
-                "ostree/boot.{bv}.{}/{}/{}/{}",
-                self.subbootversion, karg.stateroot, karg.bootcsum, karg.bootserial
-            );
-            let target = self.root.read_link_contents(&link).map_err(|e| {
-                anyhow!("{file}: ostree={ostree_arg}: boot link {}/{link}: {e}", self.path)
-            })?;
-            let target = Utf8PathBuf::try_from(target)
-                .map_err(|_| anyhow!("{}/{link}: target is not UTF-8", self.path))?;
-            let expect_prefix = format!("../../../deploy/{}/deploy/", karg.stateroot);
-            let dname = target
-                .as_str()
-                .strip_prefix(&expect_prefix)
-                .ok_or_else(|| anyhow!("{}/{link} points to {target}, outside ostree/deploy/{}/deploy", self.path, karg.stateroot))?;
-            let (csum, serial) = parse_deploy_name(dname)
-                .ok_or_else(|| anyhow!("{}/{link} points to {target}, not a deployment name", self.path))?;
-            let mut d = Deployment {
-                index: 0,
-                stateroot: karg.stateroot.clone(),
-                csum: csum.to_string(),
-                serial,
-                bootcsum: karg.bootcsum.clone(),
-                bootserial: karg.bootserial,
-                kargs,
-                entry: Some(entry),
-                origin: None,
-                booted: false,
-                staged: false,
-            };
-            if self.root.symlink_metadata_optional(d.path())?.is_none() {
-                bail!("{file}: deployment {}/{} does not exist (dangling link {link})", self.path, d.path());
-            }
-            d.origin = read_origin(&self.root, &d.origin_path())?;
-            if let Some((_, dup)) = found.iter().find(|(_, o)| o.same(&d)) {
-                bail!("{file}: deployment {} is listed twice (also index {})", d.name(), dup.index);
-            }
-            found.push((version, d));
         }
         // Highest version first: that entry is the default.
         found.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
-        Ok(found
+        if found.windows(2).any(|w| w[0].0 == w[1].0) {
+            problems.push(format!("{}/{entries_rel}: two entries have the same `version`: the default is ambiguous", self.path));
+        }
+        let list = found
             .into_iter()
             .enumerate()
             .map(|(i, (_, mut d))| {
                 d.index = i;
                 d
             })
-            .collect())
+            .collect();
+        Ok((list, problems))
+    }
+
+    /// One entry of `boot/loader.N/entries` and the deployment it boots.
+    fn read_entry(&self, entries: &Dir, entries_rel: &str, name: &str) -> Result<(u64, Deployment)> {
+        let bv = self.bootversion;
+        let file = format!("{}/{entries_rel}/{name}", self.path);
+        let data = entries
+            .read_to_string(name)
+            .with_context(|| format!("Reading {file}"))?;
+        let entry = BlsEntry::parse(&data).map_err(|e| anyhow!("{file}: {e}"))?;
+        let options = entry
+            .options()
+            .ok_or_else(|| anyhow!("{file}: no `options` line"))?;
+        let kargs = Kargs::parse(&options).map_err(|e| anyhow!("{file}: {e}"))?;
+        let ostree_arg = kargs
+            .get("ostree")
+            .ok_or_else(|| anyhow!("{file}: no ostree= kernel argument in `options`"))?
+            .to_string();
+        let karg = parse_ostree_karg(&ostree_arg).map_err(|e| anyhow!("{file}: {e}"))?;
+        if karg.bootversion != bv {
+            bail!("{file}: ostree={ostree_arg} names boot.{} but the entry is in loader.{bv}", karg.bootversion);
+        }
+        let version: u64 = entry
+            .get("version")
+            .ok_or_else(|| anyhow!("{file}: no `version` line"))?
+            .parse()
+            .map_err(|_| anyhow!("{file}: `version` is not a number"))?;
+        let link = format!(
+            "ostree/boot.{bv}.{}/{}/{}/{}",
+            self.subbootversion, karg.stateroot, karg.bootcsum, karg.bootserial
+        );
+        let target = self.root.read_link_contents(&link).map_err(|e| {
+            anyhow!("{file}: ostree={ostree_arg}: boot link {}/{link}: {e}", self.path)
+        })?;
+        let target = Utf8PathBuf::try_from(target)
+            .map_err(|_| anyhow!("{}/{link}: target is not UTF-8", self.path))?;
+        let expect_prefix = format!("../../../deploy/{}/deploy/", karg.stateroot);
+        let dname = target
+            .as_str()
+            .strip_prefix(&expect_prefix)
+            .ok_or_else(|| anyhow!("{}/{link} points to {target}, outside ostree/deploy/{}/deploy", self.path, karg.stateroot))?;
+        let (csum, serial) = parse_deploy_name(dname)
+            .ok_or_else(|| anyhow!("{}/{link} points to {target}, not a deployment name", self.path))?;
+        let mut d = Deployment {
+            index: 0,
+            stateroot: karg.stateroot.clone(),
+            csum: csum.to_string(),
+            serial,
+            bootcsum: karg.bootcsum.clone(),
+            bootserial: karg.bootserial,
+            kargs,
+            entry: Some(entry),
+            entry_file: Some(name.to_string()),
+            origin: None,
+            booted: false,
+            staged: false,
+        };
+        if self.root.symlink_metadata_optional(d.path())?.is_none() {
+            bail!("{file}: deployment {}/{} does not exist (dangling link {link})", self.path, d.path());
+        }
+        d.origin = read_origin(&self.root, &d.origin_path())?;
+        Ok((version, d))
     }
 
     /// Read the staged record and the deployment it names.
@@ -326,6 +367,7 @@ impl Sysroot {
             bootserial: 0,
             kargs: Kargs::default(),
             entry: None,
+            entry_file: None,
             origin: None,
             booted: false,
             staged: true,

@@ -277,7 +277,7 @@ pub fn run_reader(cli: Cli) -> Result<Next> {
                 print_json(&st)?;
             } else {
                 print!("{}", ops::status::render(&st));
-                let v = ops::verify::verify(&sysroot)?;
+                let v = ops::verify::check(&s)?;
                 if !v.bootable() {
                     crate::say!("warning: `treeboot verify` finds {} problem(s): the sysroot may not boot", v.errors.len());
                 }

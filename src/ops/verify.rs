@@ -57,45 +57,66 @@ pub fn verify(path: &Utf8Path) -> Result<Report> {
 /// entry instead of stopping), then what booting needs beyond the model.
 pub fn verify_at(root: Dir, path: &Utf8Path, run: RunState) -> Result<Report> {
     let mut r = Report::default();
-    let Some(bv) = boot_version(&root, path, &mut r)? else {
+    let Some(sub) = links(&root, path, &mut r)? else {
         return Ok(r);
     };
-    // The loader reads a missing `ostree/boot.N` as sub-boot version 0; the
-    // initramfs resolves `ostree=` through `ostree/boot.N` itself.
-    let sub = match link_target(&root, &format!("ostree/boot.{bv}")).as_deref() {
-        Some(t) if t == format!("boot.{bv}.0") => Some(0),
-        Some(t) if t == format!("boot.{bv}.1") => Some(1),
+    match Sysroot::inspect_at(root, path, run) {
+        Ok(s) => beyond_the_model(&s, sub, r),
+        Err(e) => {
+            r.errors.push(format!("{e:#}"));
+            Ok(r)
+        }
+    }
+}
+
+/// The same checks on a model already loaded (strictly: `status` uses this,
+/// so that it reads the sysroot once).
+pub fn check(s: &Sysroot) -> Result<Report> {
+    let mut r = Report::default();
+    match links(&s.root, &s.path, &mut r)? {
+        Some(sub) => beyond_the_model(s, sub, r),
+        None => Ok(r),
+    }
+}
+
+/// `boot/loader` and `ostree/boot.N`, which the loader reads leniently
+/// (missing means 0) but a boot needs: Some(sub-boot version, None when
+/// `ostree/boot.N` is missing) to go on, None when nothing else can be
+/// checked. Problems go into `r`.
+fn links(root: &Dir, path: &Utf8Path, r: &mut Report) -> Result<Option<Option<u32>>> {
+    let Some(bv) = boot_version(root, path, r)? else {
+        return Ok(None);
+    };
+    Ok(match link_target(root, &format!("ostree/boot.{bv}")).as_deref() {
+        Some(t) if t == format!("boot.{bv}.0") => Some(Some(0)),
+        Some(t) if t == format!("boot.{bv}.1") => Some(Some(1)),
         Some(t) => {
             r.errors.push(format!("{path}/ostree/boot.{bv}: points to {t:?}, not boot.{bv}.0 or boot.{bv}.1"));
-            return Ok(r);
+            None
         }
         None => {
             r.errors.push(format!("{path}/ostree/boot.{bv}: missing; the entries' ostree= cannot resolve"));
-            None
+            Some(None)
         }
-    };
-    let s = match Sysroot::inspect_at(root, path, run) {
-        Ok(s) => s,
-        Err(e) => {
-            r.errors.push(format!("{e:#}"));
-            return Ok(r);
-        }
-    };
+    })
+}
+
+/// The model's problems, then what booting needs beyond it.
+fn beyond_the_model(s: &Sysroot, sub: Option<u32>, mut r: Report) -> Result<Report> {
+    let (path, bv) = (&s.path, s.bootversion);
     r.errors.extend(s.problems.iter().cloned());
-    check_deployments(&s, &mut r)?;
-    let edir = format!("boot/loader.{bv}/entries");
+    check_deployments(s, &mut r)?;
     if s.deployments.is_empty() && r.errors.is_empty() {
-        r.errors.push(format!("{path}/{edir}: no entries: nothing to boot"));
+        r.errors.push(format!("{path}/boot/loader.{bv}/entries: no entries: nothing to boot"));
     }
     r.default = s.deployments.first().and_then(|d| d.entry_file.clone());
     r.deployments = s.deployments.len();
-    let root = &s.root;
-    if root.symlink_metadata_optional("boot/grub")?.is_some_and(|m| m.is_dir())
-        && root.symlink_metadata_optional(format!("boot/loader.{bv}/grub.cfg"))?.is_none()
+    if s.root.symlink_metadata_optional("boot/grub")?.is_some_and(|m| m.is_dir())
+        && s.root.symlink_metadata_optional(format!("boot/loader.{bv}/grub.cfg"))?.is_none()
     {
         r.errors.push(format!("{path}/boot/loader.{bv}/grub.cfg: missing, but /boot/grub exists (GRUB would show no menu)"));
     }
-    leftovers(&s, sub, &mut r)?;
+    leftovers(s, sub, &mut r)?;
     Ok(r)
 }
 

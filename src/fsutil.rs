@@ -296,3 +296,11 @@ pub fn display_path(p: &Path) -> String {
     }
     out
 }
+
+/// `dir.open_dir(rel)`, with `shown` (how messages name `dir`) and `rel`
+/// in the error: a failure at shutdown must say which directory.
+pub fn open_subdir(dir: &cap_std_ext::cap_std::fs::Dir, shown: &str, rel: impl AsRef<Path>) -> anyhow::Result<cap_std_ext::cap_std::fs::Dir> {
+    use anyhow::Context as _;
+    let rel = rel.as_ref();
+    dir.open_dir(rel).with_context(|| format!("Opening {}/{}", shown.trim_end_matches('/'), rel.display()))
+}

@@ -234,7 +234,7 @@ fn write_bootlinks(ostree: &Dir, bv: u32, sub: u32, list: &[BootDeployment], ser
     let dname = format!("boot.{bv}.{sub}");
     fsutil::remove_all_at(ostree, dname.as_ref()).with_context(|| format!("Removing stale ostree/{dname}"))?;
     ostree.create_dir(&dname).with_context(|| format!("Creating ostree/{dname}"))?;
-    let links = ostree.open_dir(&dname)?;
+    let links = fsutil::open_subdir(ostree, "ostree", &dname)?;
     for (d, serial) in list.iter().zip(serials) {
         let sub = format!("{}/{}", d.stateroot, d.bootcsum);
         links.create_dir_all(&sub)?;
@@ -304,7 +304,7 @@ pub fn write_deployments(
     boot.create_dir(&loader_dir).with_context(|| format!("Creating /boot/{loader_dir}"))?;
     let entries_dir = format!("{loader_dir}/entries");
     boot.create_dir(&entries_dir)?;
-    let entries = boot.open_dir(&entries_dir)?;
+    let entries = fsutil::open_subdir(&boot, "/boot", &entries_dir)?;
     let mut written = Vec::new();
     for (i, serial) in serials.iter().enumerate() {
         let (fname, e) = entry_for(list, i, new_bv, *serial);

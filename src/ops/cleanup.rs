@@ -73,8 +73,8 @@ pub fn cleanup_with(w: &mut Writer, prune: bool) -> Result<CleanupStats> {
     let has_loader = root.symlink_metadata_optional("boot/loader")?.is_some();
 
     // Boot-version leftovers.
-    let boot = root.open_dir("boot")?;
-    let ostree = root.open_dir("ostree")?;
+    let boot = fsutil::open_subdir(root, s.path.as_str(), "boot")?;
+    let ostree = fsutil::open_subdir(root, s.path.as_str(), "ostree")?;
     failpoint::hit("cleanup::boot-versions");
     if has_loader {
         for name in [format!("loader.{other}")] {

@@ -100,7 +100,7 @@ pub(crate) fn installed_kernel(root: &Dir, d: &Deployment) -> Result<(String, bo
 /// The swap's view of an existing deployment.
 pub fn boot_deployment(sysroot: &Sysroot, d: &Deployment) -> Result<BootDeployment> {
     let (kver, has_initramfs, has_devicetree) = installed_kernel(&sysroot.root, d)?;
-    let deploy = sysroot.root.open_dir(d.path().as_std_path())?;
+    let deploy = fsutil::open_subdir(&sysroot.root, sysroot.path.as_str(), d.path())?;
     Ok(BootDeployment {
         stateroot: d.stateroot.clone(),
         csum: d.csum.clone(),

@@ -27,6 +27,7 @@ use super::{boot_deployment, commit_list, Writer};
 use crate::etcmerge;
 use crate::failpoint;
 use crate::formats::runstate::{Staged, StagedTarget};
+use crate::fsutil;
 use crate::journal;
 use crate::sysroot::runstate::{self, RunState};
 use crate::sysroot::FAILURE_STAMP;
@@ -308,15 +309,23 @@ fn finalize_inner(sysroot: &Utf8Path, start: Instant) -> Result<FinalizeOutcome>
     failpoint::hit("finalize::etc");
     let t_etc = Instant::now();
     let root = &w.sysroot.root;
-    let ddir = root.open_dir(d.path().as_std_path())?;
-    let mdir = root.open_dir(merge.path().as_std_path())?;
-    let plan = etcmerge::plan_cached(&mdir.open_dir("usr/etc")?, &mdir.open_dir("etc")?, &ddir.open_dir("usr/etc")?, known.as_ref(), None)?;
+    let shown = w.sysroot.path.as_str();
+    let ddir = fsutil::open_subdir(root, shown, d.path())?;
+    let mdir = fsutil::open_subdir(root, shown, merge.path())?;
+    let (dshown, mshown) = (format!("{shown}/{}", d.path()), format!("{shown}/{}", merge.path()));
+    let plan = etcmerge::plan_cached(
+        &fsutil::open_subdir(&mdir, &mshown, "usr/etc")?,
+        &fsutil::open_subdir(&mdir, &mshown, "etc")?,
+        &fsutil::open_subdir(&ddir, &dshown, "usr/etc")?,
+        known.as_ref(),
+        None,
+    )?;
     crate::timing::step("finalize: /etc plan");
     if ddir.symlink_metadata_optional("etc")?.is_none() {
         set_immutable(root, d.path().as_str(), false)?;
-        etcmerge::copy_tree(&ddir.open_dir("usr/etc")?, &ddir, "etc")?;
+        etcmerge::copy_tree(&fsutil::open_subdir(&ddir, &dshown, "usr/etc")?, &ddir, "etc")?;
     }
-    let stats = etcmerge::apply(&plan, &mdir.open_dir("etc")?, &ddir.open_dir("etc")?)?;
+    let stats = etcmerge::apply(&plan, &fsutil::open_subdir(&mdir, &mshown, "etc")?, &fsutil::open_subdir(&ddir, &dshown, "etc")?)?;
     let etc_ms = t_etc.elapsed().as_millis();
     crate::timing::step("finalize: /etc apply");
     set_immutable(root, d.path().as_str(), true)?;

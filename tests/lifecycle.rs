@@ -264,3 +264,24 @@ fn init_fs_and_os_init_match_ostree() {
     let d = snapshot_diff(&snapshot(&a), &snapshot(&b));
     assert!(d.is_empty(), "{}", d.join("\n"));
 }
+
+#[test]
+fn a_write_that_swapped_succeeds_when_cleanup_meets_something_odd() {
+    let s = Scratch::new("oddcleanup");
+    let root = sysroot_with_commits(&s);
+    run(tb(&root).args(["deploy", "testos/v1"]));
+    // An orphan deployment cleanup cannot remove: a file in it is immutable.
+    let orphan = root.join(format!("ostree/deploy/testos/deploy/{}.5", "e".repeat(64)));
+    write(&orphan.join("usr/stuck"), "immutable\n");
+    run(Command::new("chattr").arg("+i").arg(orphan.join("usr/stuck")));
+    let out = tb(&root).args(["deploy", "testos/v2"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let _ = Command::new("chattr").arg("-i").arg(orphan.join("usr/stuck")).output();
+    assert!(out.status.success(), "the deploy swapped: it must succeed: {err}");
+    assert!(err.contains("warning") && err.contains(&format!("{}.5", "e".repeat(64))), "the problem is said, with the path: {err}");
+    assert_eq!(versions(&root), vec!["2.0", "1.0"]);
+    run(tb(&root).arg("verify"));
+    // Once the admin fixed it, the next cleanup removes it.
+    run(tb(&root).arg("cleanup"));
+    assert!(!orphan.exists());
+}

@@ -19,6 +19,7 @@ use super::Writer;
 use crate::failpoint;
 use crate::formats::names::parse_deploy_name;
 use crate::fsutil;
+use crate::sysroot::Sysroot;
 
 #[derive(Debug, Default, Serialize)]
 pub struct CleanupStats {
@@ -47,7 +48,7 @@ pub struct KeepSet {
 }
 
 impl KeepSet {
-    pub fn of(s: &crate::sysroot::Sysroot) -> Self {
+    pub fn of(s: &Sysroot) -> Self {
         let all = || s.deployments.iter().chain(s.staged.iter());
         KeepSet {
             deployments: all().map(|d| format!("{}/{}", d.stateroot, d.name())).collect(),
@@ -67,93 +68,16 @@ pub fn cleanup(w: &mut Writer) -> Result<CleanupStats> {
 pub fn cleanup_with(w: &mut Writer, prune: bool) -> Result<CleanupStats> {
     let mut stats = CleanupStats::default();
     let s = &w.sysroot;
-    let root = &s.root;
-    let bv = s.bootversion;
-    let other = 1 - bv;
-    let has_loader = root.symlink_metadata_optional("boot/loader")?.is_some();
-
-    // Boot-version leftovers.
-    let boot = fsutil::open_subdir(root, s.path.as_str(), "boot")?;
-    let ostree = fsutil::open_subdir(root, s.path.as_str(), "ostree")?;
-    failpoint::hit("cleanup::boot-versions");
-    if has_loader {
-        for name in [format!("loader.{other}")] {
-            if boot.symlink_metadata_optional(&name)?.is_some() {
-                fsutil::remove_all_at(&boot, name.as_ref())?;
-                stats.boot_dirs_removed.push(format!("boot/{name}"));
-            }
-        }
-        for name in [
-            format!("boot.{other}"),
-            format!("boot.{other}.0"),
-            format!("boot.{other}.1"),
-            format!("boot.{bv}.{}", 1 - s.subbootversion),
-        ] {
-            if ostree.symlink_metadata_optional(&name)?.is_some() {
-                fsutil::remove_all_at(&ostree, name.as_ref())?;
-                stats.boot_dirs_removed.push(format!("ostree/{name}"));
-            }
-        }
-    }
-    boot.remove_file_optional("loader.tmp")?;
-    for n in fsutil::read_names(&ostree)? {
-        let n = n.to_string_lossy().to_string();
-        if n.starts_with("boot.") && n.ends_with(".tmp") {
-            ostree.remove_file_optional(&n)?;
-        }
-    }
-
-    // Deployment directories nothing references.
+    let has_loader = s.has_loader()?;
+    remove_boot_leftovers(s, has_loader, &mut stats)?;
     let keep = KeepSet::of(s);
-    let booted = s.booted_root_devino()?;
-    for stateroot in s.stateroots()? {
-        let rel = format!("ostree/deploy/{stateroot}/deploy");
-        let Some(dd) = root.open_dir_optional(&rel)? else { continue };
-        for n in fsutil::read_names(&dd)? {
-            let Some(n) = n.to_str() else { continue };
-            let base = n.strip_suffix(".origin").unwrap_or(n);
-            if parse_deploy_name(base).is_none() {
-                continue;
-            }
-            let key = format!("{stateroot}/{base}");
-            if keep.deployments.contains(&key) {
-                continue;
-            }
-            // Never the running system's own root, even if no entry names it.
-            if let (Some(b), Ok(m)) = (booted, rustix::fs::statat(&dd, base, rustix::fs::AtFlags::empty())) {
-                if (m.st_dev, m.st_ino) == b {
-                    continue;
-                }
-            }
-            failpoint::hit("cleanup::deployment");
-            if n.ends_with(".origin") {
-                dd.remove_file_optional(n)?;
-            } else {
-                set_immutable(root, &format!("{rel}/{n}"), false)?;
-                fsutil::remove_all_at(&dd, n.as_ref()).with_context(|| format!("Removing {rel}/{n}"))?;
-                stats.deployments_removed.push(key);
-            }
-        }
-    }
-
-    // Kernel directories nothing references (and interrupted installs).
-    if let Some(bo) = root.open_dir_optional("boot/ostree")? {
-        for n in fsutil::read_names(&bo)? {
-            let Some(n) = n.to_str() else { continue };
-            let is_kernel_dir = n.starts_with(".tmp-") || n.rsplit_once('-').is_some_and(|(_, c)| c.len() == 64);
-            if !is_kernel_dir || keep.kernels.contains(n) {
-                continue;
-            }
-            failpoint::hit("cleanup::kernel");
-            fsutil::remove_all_at(&bo, n.as_ref())?;
-            stats.kernel_dirs_removed.push(n.to_string());
-        }
-    }
+    remove_unreferenced_deployments(s, &keep, &mut stats)?;
+    remove_unused_kernels(s, &keep, &mut stats)?;
 
     // Refs and the repository.
     failpoint::hit("cleanup::refs");
     if has_loader {
-        crate::sysroot::refs::set_deployment_refs(&s.root, bv, s.subbootversion, &keep.listed_commits, keep.staged_commit.as_deref())?;
+        crate::sysroot::refs::set_deployment_refs(&s.root, s.bootversion, s.subbootversion, &keep.listed_commits, keep.staged_commit.as_deref())?;
     }
     crate::timing::step("cleanup: boot versions, deployments, kernels, refs");
     // Without the object store (finalize at shutdown) pruning waits for the
@@ -166,6 +90,96 @@ pub fn cleanup_with(w: &mut Writer, prune: bool) -> Result<CleanupStats> {
     }
     crate::timing::step("cleanup: prune");
     Ok(stats)
+}
+
+/// The other boot version's entries and links, the other sub-boot
+/// version's links, and temporary names an interrupted swap left.
+#[context("Removing the boot versions not in use")]
+fn remove_boot_leftovers(s: &Sysroot, has_loader: bool, stats: &mut CleanupStats) -> Result<()> {
+    let (bv, other) = (s.bootversion, 1 - s.bootversion);
+    let boot = fsutil::open_subdir(&s.root, s.path.as_str(), "boot")?;
+    let ostree = fsutil::open_subdir(&s.root, s.path.as_str(), "ostree")?;
+    failpoint::hit("cleanup::boot-versions");
+    if has_loader {
+        let name = format!("loader.{other}");
+        if boot.symlink_metadata_optional(&name)?.is_some() {
+            fsutil::remove_all_at(&boot, name.as_ref()).with_context(|| format!("Removing /boot/{name}"))?;
+            stats.boot_dirs_removed.push(format!("boot/{name}"));
+        }
+        for name in [
+            format!("boot.{other}"),
+            format!("boot.{other}.0"),
+            format!("boot.{other}.1"),
+            format!("boot.{bv}.{}", 1 - s.subbootversion),
+        ] {
+            if ostree.symlink_metadata_optional(&name)?.is_some() {
+                fsutil::remove_all_at(&ostree, name.as_ref()).with_context(|| format!("Removing ostree/{name}"))?;
+                stats.boot_dirs_removed.push(format!("ostree/{name}"));
+            }
+        }
+    }
+    boot.remove_file_optional("loader.tmp").context("Removing /boot/loader.tmp")?;
+    for n in fsutil::read_names(&ostree)? {
+        let n = n.to_string_lossy().to_string();
+        if n.starts_with("boot.") && n.ends_with(".tmp") {
+            ostree.remove_file_optional(&n).with_context(|| format!("Removing ostree/{n}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Deployment directories and origins that nothing in `keep` references;
+/// never the running system's own root, even if no entry names it.
+#[context("Removing unreferenced deployments")]
+fn remove_unreferenced_deployments(s: &Sysroot, keep: &KeepSet, stats: &mut CleanupStats) -> Result<()> {
+    let booted = s.booted_root_devino()?;
+    for stateroot in s.stateroots()? {
+        let rel = format!("ostree/deploy/{stateroot}/deploy");
+        let Some(dd) = s.root.open_dir_optional(&rel)? else { continue };
+        for n in fsutil::read_names(&dd)? {
+            let Some(n) = n.to_str() else { continue };
+            let base = n.strip_suffix(".origin").unwrap_or(n);
+            if parse_deploy_name(base).is_none() {
+                continue;
+            }
+            let key = format!("{stateroot}/{base}");
+            if keep.deployments.contains(&key) {
+                continue;
+            }
+            if let (Some(b), Ok(m)) = (booted, rustix::fs::statat(&dd, base, rustix::fs::AtFlags::empty())) {
+                if (m.st_dev, m.st_ino) == b {
+                    continue;
+                }
+            }
+            failpoint::hit("cleanup::deployment");
+            if n.ends_with(".origin") {
+                dd.remove_file_optional(n).with_context(|| format!("Removing {rel}/{n}"))?;
+            } else {
+                set_immutable(&s.root, &format!("{rel}/{n}"), false)?;
+                fsutil::remove_all_at(&dd, n.as_ref()).with_context(|| format!("Removing {rel}/{n}"))?;
+                stats.deployments_removed.push(key);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Kernel directories in /boot/ostree that no deployment in `keep` boots,
+/// and interrupted installs (`.tmp-*`).
+#[context("Removing unused kernels")]
+fn remove_unused_kernels(s: &Sysroot, keep: &KeepSet, stats: &mut CleanupStats) -> Result<()> {
+    let Some(bo) = s.root.open_dir_optional("boot/ostree")? else { return Ok(()) };
+    for n in fsutil::read_names(&bo)? {
+        let Some(n) = n.to_str() else { continue };
+        let is_kernel_dir = n.starts_with(".tmp-") || n.rsplit_once('-').is_some_and(|(_, c)| c.len() == 64);
+        if !is_kernel_dir || keep.kernels.contains(n) {
+            continue;
+        }
+        failpoint::hit("cleanup::kernel");
+        fsutil::remove_all_at(&bo, n.as_ref()).with_context(|| format!("Removing /boot/ostree/{n}"))?;
+        stats.kernel_dirs_removed.push(n.to_string());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -162,7 +162,12 @@ pub fn commit_list(w: &mut Writer, list: &[BootDeployment]) -> Result<SwapResult
     // lost its last deployment. (`treeboot cleanup` always prunes.)
     let dropped_commit = w.sysroot.deployments.iter().any(|d| !csums.contains(&d.csum));
     w.sysroot = w.sysroot.reload()?;
-    cleanup::cleanup_with(w, dropped_commit)?;
+    // The new list is live: what cleanup meets from here (a stray file, a
+    // directory it cannot remove) is said, and the write still succeeds, as
+    // with libostree; the next cleanup tries again.
+    if let Err(e) = cleanup::cleanup_with(w, dropped_commit) {
+        eprintln!("warning: the new deployment list is in place, but cleaning up failed (run `treeboot cleanup` again): {e:#}");
+    }
     crate::timing::step("cleanup");
     Ok(r)
 }

@@ -346,3 +346,28 @@ $TB --sysroot $S finalize-staged
     assert_eq!(versions(&root), vec!["2.0", "1.0"]);
     run(tb(&root).arg("verify"));
 }
+
+#[test]
+fn a_new_default_drops_the_staged_deployment_as_ostree_does() {
+    let s = Scratch::new("stagedrollback");
+    let root = booted_on_v1(&s);
+    run(tb(&root).args(["deploy", "testos/v2"]));
+    // Booted on v1 (now index 1 of the list), v2 pending, v3 staged.
+    let (out, _) = assert_ok(in_booted_namespace(&root, 1, r#"
+$TB --sysroot $S stage testos/v3
+$TB --sysroot $S status --json | python3 -c 'import json,sys; d=json.load(sys.stdin)["deployments"]; print("before", [(x["version"], x["staged"]) for x in d])'
+$TB --sysroot $S rollback
+test ! -e /run/ostree/staged-deployment && echo "record gone"
+$TB --sysroot $S status --json | python3 -c 'import json,sys; d=json.load(sys.stdin)["deployments"]; print("after", [(x["version"], x["staged"]) for x in d])'
+# undeploy of another index keeps it, as ostree admin undeploy does.
+$TB --sysroot $S stage testos/v3
+$TB --sysroot $S undeploy 2
+test -e /run/ostree/staged-deployment && echo "still staged after undeploy"
+"#));
+    assert!(out.contains("before [('3.0', True), ('2.0', False), ('1.0', False)]"), "{out}");
+    assert!(out.contains("Dropped the staged deployment"), "{out}");
+    assert!(out.contains("record gone"), "{out}");
+    assert!(out.contains("after [('1.0', False), ('2.0', False)]"), "{out}");
+    assert!(out.contains("still staged after undeploy"), "{out}");
+    run(tb(&root).arg("verify"));
+}

@@ -38,6 +38,14 @@ pub fn set_default(w: &mut Writer, index: usize) -> Result<bool> {
     let mut order = vec![index];
     order.extend((0..w.sysroot.deployments.len()).filter(|&i| i != index));
     let list = list_in_order(w, &order)?;
+    // A new default drops the staged deployment, as `ostree admin
+    // set-default` does (libostree keeps it only while it comes first):
+    // the admin chose what boots next. Cleanup then removes it.
+    if let Some(st) = w.sysroot.staged.take() {
+        super::stage::forget_staged(&w.sysroot.run)?;
+        w.sysroot.staged_record = None;
+        crate::say!("Dropped the staged deployment {}", st.name());
+    }
     commit_list(w, &list)?;
     Ok(true)
 }
@@ -71,7 +79,9 @@ pub fn rollback_target(w: &Writer) -> Result<usize> {
 
 #[context("Rolling back")]
 pub fn rollback(w: &mut Writer) -> Result<usize> {
-    let target = rollback_target(w)?;
+    // rollback_target is a position in the bootable list; set_default
+    // takes a user-facing index, where a staged deployment comes first.
+    let target = rollback_target(w)? + usize::from(w.sysroot.staged.is_some());
     set_default(w, target)?;
     Ok(target)
 }

@@ -49,9 +49,10 @@ pub const ALL: &[&str] = &[
     "finalize::etc",
     "finalize::swap",
     "undeploy::remove-record",
-    // Between FIFREEZE and FITHAW of /boot. Not in the crash matrix, whose
-    // /boot is a directory on the host's root file system: the freeze
-    // tests (tests/reliability.rs) put /boot on a loop device first.
+    // Between FIFREEZE and FITHAW of /boot, and not logged (a write there
+    // could block on the frozen file system): so never in the crash matrix,
+    // whose /boot is on the host's root file system; the freeze tests
+    // (tests/reliability.rs) put /boot on a loop device and use it.
     "swap::frozen",
 ];
 
@@ -70,9 +71,21 @@ pub fn hit(name: &str) {
     });
 }
 
+/// A failpoint that writes nothing, not even TREEBOOT_FAILPOINT_LOG: for
+/// places where a write could block (between freezing and thawing /boot).
+#[cfg(feature = "failpoints")]
+pub fn hit_without_log(name: &str) {
+    debug_assert!(ALL.contains(&name), "failpoint {name} is not listed in failpoint::ALL");
+    fail::fail_point!(name, |_| std::process::abort());
+}
+
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub fn hit(_name: &str) {}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn hit_without_log(_name: &str) {}
 
 /// Whether this build has failpoints.
 pub const ENABLED: bool = cfg!(feature = "failpoints");

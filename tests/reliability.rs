@@ -169,11 +169,18 @@ log=$S/../writer.log
 # at its default (as a command run from a terminal), not ignored as in the
 # background jobs of a script.
 set -m
-TREEBOOT_TIMING=1 FAILPOINTS='swap::frozen=sleep({sleep_ms})' {env} $TB --sysroot $S deploy testos/v2 >/dev/null 2>$log &
+FAILPOINTS='swap::frozen=1*sleep({sleep_ms})' {env} $TB --sysroot $S deploy testos/v2 >/dev/null 2>$log &
 pid=$!
 set +m
-for i in $(seq 300); do grep -q "froze /boot" $log && break; sleep 0.1; done
-grep -q "froze /boot" $log || {{ echo "never froze"; cat $log; exit 1; }}
+# Frozen: a write to /boot blocks (uninterruptible sleep) for a while.
+frozen=""
+for i in $(seq 150); do
+    touch $S/boot/probe-$i & w=$!
+    sleep 0.3
+    if grep -q '^State:.*D' /proc/$w/status 2>/dev/null; then frozen=1; break; fi
+    wait $w
+done
+[ -n "$frozen" ] || {{ echo "never froze"; cat $log; exit 1; }}
 echo "frozen"
 {interrupt}
 # A write to a frozen file system blocks uninterruptibly: poll a background
@@ -217,11 +224,11 @@ fn freeze_watchdog_thaws_when_the_writer_is_killed() {
 #[test]
 fn freeze_watchdog_thaws_a_stalled_writer_on_its_own() {
     assert!(treeboot::failpoint::enabled(), "needs --features failpoints");
-    // The writer stalls for 10 s while /boot is frozen; the watchdog's
-    // timeout (1 s here, 30 s by default) thaws it meanwhile (a write 2 s
+    // The writer stalls for 15 s while /boot is frozen; the watchdog's
+    // timeout (3 s here, 30 s by default) thaws it meanwhile (a write 4 s
     // in must finish within 3 s, long before the writer wakes), and the
     // deploy still completes.
-    let out = frozen_boot_interrupted("freeze-stall", 10_000, 3, "TREEBOOT_FREEZE_TIMEOUT_MS=1000", "sleep 2; kill -0 $pid && echo 'writer still frozen-sleeping'");
+    let out = frozen_boot_interrupted("freeze-stall", 15_000, 3, "TREEBOOT_FREEZE_TIMEOUT_MS=3000", "sleep 4; kill -0 $pid && echo 'writer still frozen-sleeping'");
     assert!(out.contains("writer still frozen-sleeping"), "{out}");
     assert!(out.contains("writer exit=0"), "the deploy completes: {out}");
 }

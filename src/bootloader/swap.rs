@@ -188,10 +188,12 @@ fn freeze_thaw(dir: &Dir, what: &str) -> Result<()> {
         .unwrap_or(crate::sys::THAW_TIMEOUT_MS);
     let watchdog = crate::sys::ThawWatchdog::arm(fd.as_fd(), timeout_ms)
         .with_context(|| format!("Starting the thaw watchdog for {what}"))?;
+    // Nothing between the freeze and the thaw may write to a file: if it
+    // lived on the frozen file system (a log, stderr redirected to
+    // /var/tmp), it would block until the watchdog's timeout.
     let frozen = crate::sys::fifreeze(fd.as_fd());
     if frozen.is_ok() {
-        crate::timing::step(&format!("froze {what}"));
-        failpoint::hit("swap::frozen");
+        failpoint::hit_without_log("swap::frozen");
         // EINVAL: already thawed (by the watchdog, after a stall).
         match crate::sys::fithaw(fd.as_fd()) {
             Ok(()) | Err(rustix::io::Errno::INVAL) => {}
@@ -199,6 +201,9 @@ fn freeze_thaw(dir: &Dir, what: &str) -> Result<()> {
         }
     }
     watchdog.disarm();
+    if frozen.is_ok() {
+        crate::timing::step(&format!("froze and thawed {what}"));
+    }
     match frozen {
         Ok(()) => Ok(()),
         // Cannot freeze (tmpfs, overlay), or someone else froze it.

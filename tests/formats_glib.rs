@@ -5,7 +5,9 @@
 mod common;
 use common::*;
 use ostree::glib;
-use treeboot::formats::gvariant::{decode, Value};
+use gvariant::aligned_bytes::copy_to_align;
+use gvariant::gv;
+use treeboot::formats::gvariant::{Value, VarDict};
 
 #[test]
 fn our_encoding_is_glib_normal_form() {
@@ -42,14 +44,15 @@ fn we_decode_what_glib_encodes() {
     let long: String = "z".repeat(300);
     d.insert("long", long.as_str());
     let g = d.end();
-    let v = decode("a{sv}", g.data()).unwrap();
-    assert_eq!(v.lookup("s").and_then(Value::as_str), Some("hello"));
-    assert_eq!(v.lookup("b").and_then(Value::as_bool), Some(true));
-    assert_eq!(v.lookup("t"), Some(&Value::U64(42)));
-    assert_eq!(v.lookup("tt"), Some(&Value::Tuple(vec![Value::U64(1), Value::U64(2)])));
-    assert_eq!(v.lookup("as"), Some(&Value::string_array(&["x".into(), "yy".into(), "".into()])));
-    assert_eq!(v.lookup("long").and_then(Value::as_str), Some(long.as_str()));
-    assert_eq!(v.encode(), g.data());
+    let data = copy_to_align(g.data());
+    let v = VarDict::parse(data.as_ref());
+    assert_eq!(v.string("s"), Ok(Some("hello")));
+    assert_eq!(v.boolean("b"), Ok(Some(true)));
+    assert_eq!(v.get("t", gv!("t")).unwrap().copied(), Some(42));
+    let (a, b) = gvariant::Structure::to_tuple(v.get("tt", gv!("(tt)")).unwrap().unwrap());
+    assert_eq!((*a, *b), (1, 2));
+    assert_eq!(v.strings("as"), Ok(Some(vec!["x".to_string(), "yy".to_string(), String::new()])));
+    assert_eq!(v.string("long"), Ok(Some(long.as_str())));
 }
 
 #[test]

@@ -2,7 +2,10 @@
 //! (written by prepare-root) and `/run/ostree/staged-deployment` (written by
 //! stage, read by finalize and by every tool's status).
 
-use super::gvariant::{decode, Value};
+use gvariant::aligned_bytes::copy_to_align;
+use gvariant::gv;
+
+use super::gvariant::{Value, VarDict};
 
 /// `/run/ostree-booted`. An empty file is valid (older prepare-roots).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,31 +23,18 @@ impl Booted {
         if data.is_empty() {
             return Ok(Self::default());
         }
-        let v = decode("a{sv}", data).map_err(|e| format!("not a GVariant a{{sv}}: {e}"))?;
-        let mut b = Booted::default();
-        if let Some(x) = v.lookup("backing-root-device-inode") {
-            match x {
-                Value::Tuple(t) => match t.as_slice() {
-                    [Value::U64(d), Value::U64(i)] => b.backing_root_device_inode = Some((*d, *i)),
-                    _ => return Err("backing-root-device-inode is not (tt)".into()),
-                },
-                _ => return Err("backing-root-device-inode is not (tt)".into()),
-            }
-        }
-        let flag = |k: &str| -> Result<bool, String> {
-            match v.lookup(k) {
-                None => Ok(false),
-                Some(Value::Bool(b)) => Ok(*b),
-                Some(_) => Err(format!("{k} is not a boolean")),
-            }
-        };
-        b.sysroot_ro = flag("sysroot-ro")?;
-        b.root_transient = flag("root.transient")?;
-        b.composefs = flag("composefs")?;
-        if let Some(t) = v.lookup("transient-etc") {
-            b.transient_etc = Some(t.as_str().ok_or("transient-etc is not a string")?.to_string());
-        }
-        Ok(b)
+        let data = copy_to_align(data);
+        let v = VarDict::parse(data.as_ref());
+        Ok(Booted {
+            backing_root_device_inode: v.get("backing-root-device-inode", gv!("(tt)"))?.map(|t| {
+                let (d, i) = gvariant::Structure::to_tuple(t);
+                (*d, *i)
+            }),
+            sysroot_ro: v.boolean("sysroot-ro")?.unwrap_or(false),
+            transient_etc: v.string("transient-etc")?.map(String::from),
+            root_transient: v.boolean("root.transient")?.unwrap_or(false),
+            composefs: v.boolean("composefs")?.unwrap_or(false),
+        })
     }
 
     pub fn serialize(&self) -> Vec<u8> {
@@ -86,17 +76,13 @@ impl StagedTarget {
         ])
     }
 
-    fn from_value(key: &str, v: &Value) -> Result<Self, String> {
+    /// The deployment under `key` (an `a{sv}` with name, osname and
+    /// bootcsum), None when the record has no such key.
+    fn read(dict: &VarDict, key: &str) -> Result<Option<Self>, String> {
+        let Some(v) = dict.dict(key)? else { return Ok(None) };
         let get = |k: &str| -> Result<String, String> {
-            v.lookup(k)
-                .ok_or_else(|| format!("{key}: no {k:?}"))?
-                .as_str()
-                .map(String::from)
-                .ok_or_else(|| format!("{key}: {k:?} is not a string"))
+            v.string(k).map_err(|e| format!("{key}: {e}"))?.map(String::from).ok_or_else(|| format!("{key}: no {k:?}"))
         };
-        if !matches!(v, Value::Array(t, _) if t == "{sv}") {
-            return Err(format!("{key} is not a{{sv}}"));
-        }
         let t = StagedTarget {
             name: get("name")?,
             osname: get("osname")?,
@@ -108,7 +94,7 @@ impl StagedTarget {
         if !super::names::valid_stateroot(&t.osname) {
             return Err(format!("{key}: {:?} is not a stateroot name", t.osname));
         }
-        Ok(t)
+        Ok(Some(t))
     }
 }
 
@@ -129,64 +115,40 @@ pub struct Staged {
     pub staged_at: Option<u64>,
 }
 
-fn strv(key: &str, v: &Value) -> Result<Vec<String>, String> {
-    match v {
-        Value::Array(t, items) if t == "s" => Ok(items.iter().map(|i| i.as_str().unwrap_or_default().to_string()).collect()),
-        _ => Err(format!("{key} is not an array of strings (as)")),
-    }
-}
-
 impl Staged {
     pub fn parse(data: &[u8]) -> Result<Self, String> {
         if data.is_empty() {
             return Err("the file is empty".into());
         }
-        let v = decode("a{sv}", data).map_err(|e| format!("not a GVariant a{{sv}}: {e}"))?;
-        let mut s = Staged::default();
-        match v.lookup("target") {
-            Some(t) => s.target = Some(StagedTarget::from_value("target", t)?),
-            None => return Err("no \"target\" deployment".into()),
+        let data = copy_to_align(data);
+        let v = VarDict::parse(data.as_ref());
+        if v.is_empty() {
+            return Err("not a GVariant a{sv} record: no entry could be read (damaged, or not a staged-deployment file)".into());
         }
-        if let Some(m) = v.lookup("merge-deployment") {
-            s.merge = Some(StagedTarget::from_value("merge-deployment", m)?);
-        }
-        if let Some(k) = v.lookup("kargs") {
-            s.kargs = Some(strv("kargs", k)?);
-        }
-        if let Some(k) = v.lookup("overlay-initrds") {
-            s.overlay_initrds = strv("overlay-initrds", k)?;
-        }
-        if let Some(l) = v.lookup("locked") {
-            s.locked = l.as_bool().ok_or("locked is not a boolean")?;
-        }
-        if let Some(Value::Array(t, items)) = v.lookup("bootconfig-extra") {
-            if t != "{ss}" {
-                return Err("bootconfig-extra is not a{ss}".into());
-            }
-            for e in items {
-                if let Value::DictEntry(k, v) = e {
-                    s.bootconfig_extra.push((k.as_str().unwrap_or_default().into(), v.as_str().unwrap_or_default().into()));
-                }
-            }
-        } else if v.lookup("bootconfig-extra").is_some() {
-            return Err("bootconfig-extra is not a{ss}".into());
-        }
-        if let Some(r) = v.lookup("treeboot.retain") {
-            match r {
-                Value::Tuple(t) => match t.as_slice() {
-                    [Value::Bool(a), Value::Bool(b), Value::Bool(c)] => s.retain = (*a, *b, *c),
-                    _ => return Err("treeboot.retain is not (bbb)".into()),
-                },
-                _ => return Err("treeboot.retain is not (bbb)".into()),
-            }
-        }
-        if let Some(t) = v.lookup("treeboot.staged-at") {
-            match t {
-                Value::U64(n) => s.staged_at = Some(*n),
-                _ => return Err("treeboot.staged-at is not t".into()),
-            }
-        }
-        Ok(s)
+        let target = StagedTarget::read(&v, "target")?.ok_or("no \"target\" deployment")?;
+        Ok(Staged {
+            target: Some(target),
+            merge: StagedTarget::read(&v, "merge-deployment")?,
+            kargs: v.strings("kargs")?,
+            overlay_initrds: v.strings("overlay-initrds")?.unwrap_or_default(),
+            locked: v.boolean("locked")?.unwrap_or(false),
+            bootconfig_extra: v
+                .get("bootconfig-extra", gv!("a{ss}"))?
+                .map(|a| {
+                    a.into_iter()
+                        .map(|e| {
+                            let (k, v) = gvariant::Structure::to_tuple(e);
+                            (k.to_str().to_string(), v.to_str().to_string())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            retain: match v.fixed_bytes("treeboot.retain", "(bbb)")? {
+                Some(&[a, b, c]) => (a != 0, b != 0, c != 0),
+                _ => (false, false, false),
+            },
+            staged_at: v.get("treeboot.staged-at", gv!("t"))?.copied(),
+        })
     }
 
     pub fn serialize(&self) -> Vec<u8> {
@@ -253,7 +215,7 @@ mod tests {
         assert_eq!(Staged::parse(b"").unwrap_err(), "the file is empty");
         assert!(Staged::parse(&good[..good.len() / 2]).is_err(), "truncated");
         let wrong = Value::vardict(vec![("target", Value::string("x"))]).encode();
-        assert!(Staged::parse(&wrong).unwrap_err().contains("target is not a{sv}"));
+        assert!(Staged::parse(&wrong).unwrap_err().contains("target is s, not a{sv}"));
         let wrong = Value::vardict(vec![("target", Value::vardict(vec![("name", Value::string("nope")), ("osname", Value::string("os")), ("bootcsum", Value::string("b"))]))]).encode();
         assert!(Staged::parse(&wrong).unwrap_err().contains("not a deployment name"));
         let wrong = Value::vardict(vec![("locked", Value::Bool(true))]).encode();
@@ -265,6 +227,10 @@ mod tests {
         let b = Booted { backing_root_device_inode: Some((2049, 77)), sysroot_ro: true, ..Default::default() };
         assert_eq!(Booted::parse(&b.serialize()).unwrap(), b);
         assert_eq!(Booted::parse(b"").unwrap(), Booted::default());
-        assert!(Booted::parse(b"junk").is_err());
+        // As glib reads it: data that is not a dictionary in normal form
+        // is an empty one.
+        assert_eq!(Booted::parse(b"junk").unwrap(), Booted::default());
+        let wrong = Value::vardict(vec![("sysroot-ro", Value::string("yes"))]).encode();
+        assert_eq!(Booted::parse(&wrong).unwrap_err(), "sysroot-ro is s, not b");
     }
 }

@@ -494,10 +494,7 @@ impl Sysroot {
         let Some(data) = self.root.read_optional(&rel)? else {
             return Ok(None);
         };
-        let v = crate::formats::gvariant::decode("(a{sv}aya(say)sstayay)", &data)
-            .map_err(|e| anyhow!("{}/{rel}: {e}", self.path))?;
-        let crate::formats::gvariant::Value::Tuple(kids) = v else { unreachable!() };
-        Ok(kids[0].lookup("version").and_then(|v| v.as_str()).map(String::from))
+        crate::formats::gvariant::commit_version(&data).map_err(|e| anyhow!("{}/{rel}: {e}", self.path))
     }
 
     /// Whether `boot` is a different filesystem from the sysroot.

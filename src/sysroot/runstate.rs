@@ -198,8 +198,13 @@ mod tests {
         let run = RunState::at(td.try_clone().unwrap());
         let e = format!("{:#}", run.staged().unwrap_err());
         assert!(e.contains(STAGED) && e.contains("remove the file"), "{e}");
+        // Data that is not a dictionary reads as glib reads it (an empty
+        // one); a key of the wrong type is named, with the file.
         td.write("ostree-booted", b"\x01\x02junk").unwrap();
+        assert_eq!(run.booted().unwrap(), Some(crate::formats::runstate::Booted::default()));
+        let wrong = crate::formats::gvariant::Value::vardict(vec![("sysroot-ro", crate::formats::gvariant::Value::string("yes"))]);
+        td.write("ostree-booted", wrong.encode()).unwrap();
         let e = format!("{:#}", run.booted().unwrap_err());
-        assert!(e.contains(BOOTED), "{e}");
+        assert!(e.contains(BOOTED) && e.contains("sysroot-ro is s, not b"), "{e}");
     }
 }

@@ -152,27 +152,17 @@ pub fn prepare_root(opts: &Options) -> Result<Booted> {
         .with_context(|| format!("Opening the sysroot {sysroot}"))?;
     let r = resolve(&root, sysroot, &opts.cmdline)?;
     let drel = &r.deployment;
-    require_dir(&root, &drel.join("usr"), "the deployment has no /usr")?;
     let config = read_config(&root, drel)?;
-    if !config.root_transient {
-        require_dir(&root, &drel.join("sysroot"), "the deployment has no /sysroot mount point")?;
-    }
-    if !config.etc_transient {
-        require_dir(&root, &drel.join("etc"), "the deployment has no /etc")?;
-    }
-    if opts.pid1 {
-        require_dir(&root, &drel.join("run"), "the deployment has no /run mount point")?;
-    }
+    check_deployment(&root, drel, &config, opts.pid1)?;
     let deploy = sysroot.join(drel);
     let st = std::fs::metadata(&deploy).with_context(|| format!("stat {deploy}"))?;
-    let booted = Booted {
+    let mut booted = Booted {
         backing_root_device_inode: Some((st.dev(), st.ino())),
         sysroot_ro: config.sysroot_readonly,
         transient_etc: None,
         root_transient: config.root_transient,
         composefs: false,
     };
-    let mut booted = booted;
     let mut undo = MountUndo::default();
 
     // 3. `/` private: the kernel refuses to move mounts under a shared parent.
@@ -226,28 +216,8 @@ pub fn prepare_root(opts: &Options) -> Result<Booted> {
         finish_sysroot(Utf8Path::new("/sysroot"), config.sysroot_readonly)?;
         return Ok(booted);
     }
-    // 9. Three moves, as libostree does, because /sysroot cannot be moved
-    //    under itself: the deployment to SYSROOT.tmp, the physical root into
-    //    its `sysroot`, then SYSROOT.tmp to SYSROOT.
-    let tmp = Utf8PathBuf::from(format!("{sysroot}.tmp"));
-    let moved = (|| -> Result<()> {
-        std::fs::create_dir(&tmp).with_context(|| format!("Creating {tmp}"))?;
-        super::mount::mount(Some(deploy.as_str()), &tmp, None, MS_MOVE | MS_SILENT, None)?;
-        let inner = tmp.join("sysroot");
-        if let Err(e) = super::mount::mount(Some(sysroot.as_str()), &inner, None, MS_MOVE | MS_SILENT, None) {
-            // Put the deployment back where the undo list expects it.
-            let _ = super::mount::mount(Some(tmp.as_str()), &deploy, None, MS_MOVE | MS_SILENT, None);
-            return Err(e.into());
-        }
-        if let Err(e) = super::mount::mount(Some(tmp.as_str()), sysroot, None, MS_MOVE | MS_SILENT, None) {
-            let _ = super::mount::mount(Some(inner.as_str()), sysroot, None, MS_MOVE | MS_SILENT, None);
-            let _ = super::mount::mount(Some(tmp.as_str()), &deploy, None, MS_MOVE | MS_SILENT, None);
-            return Err(e.into());
-        }
-        Ok(())
-    })();
-    let _ = std::fs::remove_dir(&tmp);
-    if let Err(e) = moved {
+    // 9. The deployment onto SYSROOT, the physical root under it.
+    if let Err(e) = move_onto_sysroot(sysroot, &deploy) {
         let _ = std::fs::remove_file(run_dir.join("ostree-booted"));
         return Err(e.context(format!("Moving the deployment onto {sysroot}")));
     }
@@ -255,6 +225,47 @@ pub fn prepare_root(opts: &Options) -> Result<Booted> {
     // 10.
     finish_sysroot(&sysroot.join("sysroot"), config.sysroot_readonly)?;
     Ok(booted)
+}
+
+/// What the deployment must have for the mounts that follow: /usr, and the
+/// mount points the configuration needs.
+fn check_deployment(root: &Dir, drel: &Utf8Path, config: &PrepareRootConfig, pid1: bool) -> Result<()> {
+    require_dir(root, &drel.join("usr"), "the deployment has no /usr")?;
+    if !config.root_transient {
+        require_dir(root, &drel.join("sysroot"), "the deployment has no /sysroot mount point")?;
+    }
+    if !config.etc_transient {
+        require_dir(root, &drel.join("etc"), "the deployment has no /etc")?;
+    }
+    if pid1 {
+        require_dir(root, &drel.join("run"), "the deployment has no /run mount point")?;
+    }
+    Ok(())
+}
+
+/// Step 9 (initramfs): three moves, as libostree does, because /sysroot
+/// cannot be moved under itself: the deployment to SYSROOT.tmp, the
+/// physical root into its `sysroot`, then SYSROOT.tmp to SYSROOT. A failed
+/// move puts back what it moved, so the undo list still matches.
+fn move_onto_sysroot(sysroot: &Utf8Path, deploy: &Utf8Path) -> Result<()> {
+    let tmp = Utf8PathBuf::from(format!("{sysroot}.tmp"));
+    let moved = (|| -> Result<()> {
+        std::fs::create_dir(&tmp).with_context(|| format!("Creating {tmp}"))?;
+        super::mount::mount(Some(deploy.as_str()), &tmp, None, MS_MOVE | MS_SILENT, None)?;
+        let inner = tmp.join("sysroot");
+        if let Err(e) = super::mount::mount(Some(sysroot.as_str()), &inner, None, MS_MOVE | MS_SILENT, None) {
+            let _ = super::mount::mount(Some(tmp.as_str()), deploy, None, MS_MOVE | MS_SILENT, None);
+            return Err(e.into());
+        }
+        if let Err(e) = super::mount::mount(Some(tmp.as_str()), sysroot, None, MS_MOVE | MS_SILENT, None) {
+            let _ = super::mount::mount(Some(inner.as_str()), sysroot, None, MS_MOVE | MS_SILENT, None);
+            let _ = super::mount::mount(Some(tmp.as_str()), deploy, None, MS_MOVE | MS_SILENT, None);
+            return Err(e.into());
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir(&tmp);
+    moved
 }
 
 /// Step 10: the physical root, now at `inner`: read-only if asked, and

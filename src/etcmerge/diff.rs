@@ -165,12 +165,12 @@ fn walk(old: &OwnedFd, cur: &OwnedFd, rel: &Path, out: &mut Diff, w: &mut Walk) 
         .with_context(|| format!("Reading directory /etc/{}", display_path(rel)))?;
     // Both lists are sorted: merge them.
     let (mut i, mut j) = (0, 0);
-    while i < old_names.len() || j < cur_names.len() {
+    loop {
         let ord = match (old_names.get(i), cur_names.get(j)) {
             (Some(a), Some(b)) => a.cmp(b),
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => unreachable!(),
+            (None, None) => break,
         };
         match ord {
             std::cmp::Ordering::Less => {

@@ -49,10 +49,9 @@ pub struct KeepSet {
 
 impl KeepSet {
     pub fn of(s: &Sysroot) -> Self {
-        let all = || s.deployments.iter().chain(s.staged.iter());
         KeepSet {
-            deployments: all().map(|d| format!("{}/{}", d.stateroot, d.name())).collect(),
-            kernels: all().map(|d| format!("{}-{}", d.stateroot, d.bootcsum)).collect(),
+            deployments: s.listed().map(|d| format!("{}/{}", d.stateroot, d.name())).collect(),
+            kernels: s.listed().map(|d| format!("{}-{}", d.stateroot, d.bootcsum)).collect(),
             listed_commits: s.deployments.iter().map(|d| d.csum.clone()).collect(),
             staged_commit: s.staged.as_ref().map(|d| d.csum.clone()),
         }

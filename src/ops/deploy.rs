@@ -153,11 +153,14 @@ crate::refusal!(
     EtcConflict
 );
 
-#[context("Preparing a deployment of {refspec}")]
 pub fn prepare(w: &Writer, refspec: &str, opts: &DeployOpts) -> Result<Prepared> {
     prepare_with(w, refspec, opts, EtcMode::Merge)
 }
 
+/// Everything a new deployment needs before it is listed: checkout, /etc,
+/// /var seed, origin, kernel in /boot, immutable bit. On error nothing of it
+/// is left (the guard removes the checkout).
+#[context("Preparing a deployment of {refspec}")]
 pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode) -> Result<Prepared> {
     let sysroot = &w.sysroot;
     let root = &sysroot.root;
@@ -173,21 +176,7 @@ pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode)
     let csum = w.store()?.resolve(refspec)?;
     let version = sysroot.commit_version(&csum)?;
     let merge = if opts.no_merge { None } else { sysroot.merge_deployment(&stateroot).cloned() };
-    let origin = match &opts.origin_file {
-        Some(f) => {
-            let data = std::fs::read(f).with_context(|| format!("Reading origin file {f}"))?;
-            let kf = KeyFile::parse_bytes(&data).map_err(|e| anyhow!("{f}: {e}"))?;
-            if !kf.has_group("origin") {
-                bail!("{f}: no [origin] group");
-            }
-            kf.serialize()
-        }
-        None => {
-            let mut kf = KeyFile::new();
-            kf.set("origin", "refspec", refspec);
-            kf.serialize()
-        }
-    };
+    let origin = origin_for(refspec, opts)?;
     let kargs = compute_kargs(merge.as_ref(), opts, || Ok(std::fs::read_to_string("/proc/cmdline")?))?;
 
     let serial = next_serial(root, &stateroot, &csum)?;
@@ -199,60 +188,13 @@ pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode)
     let deploy = root.open_dir(&rel)?;
     crate::timing::step("deploy: checkout");
 
-    if deploy.symlink_metadata_optional("usr/etc")?.is_none() {
-        if deploy.symlink_metadata_optional("etc")?.is_some() {
-            bail!("commit {csum} has /etc but no /usr/etc: commit the default configuration as /usr/etc");
-        }
-        bail!("commit {csum} has no /usr/etc");
-    }
-    if deploy.symlink_metadata_optional("etc")?.is_some() {
-        bail!("commit {csum} has both /etc and /usr/etc; only /usr/etc is allowed");
-    }
+    check_etc_layout(&deploy, &csum)?;
     let k = kernel::find_kernel(&deploy, &format!("commit {csum}"))?;
     crate::timing::step("deploy: find kernel");
 
     // /etc: the new defaults with the admin's changes from the merge deployment.
     failpoint::hit("deploy::etc");
-    let new_defaults = deploy.open_dir("usr/etc")?;
-    let mut etc_cache = None;
-    let summary = match &merge {
-        Some(m) => {
-            let mdir = root.open_dir(m.path().as_std_path())?;
-            let old_defaults = mdir.open_dir("usr/etc").context("Opening usr/etc of the merge deployment")?;
-            let current = mdir.open_dir("etc").context("Opening etc of the merge deployment")?;
-            let mut cache = etcmerge::DiffCache::default();
-            let record = (mode == EtcMode::CheckAndCopyDefaults).then_some(&mut cache);
-            let plan = etcmerge::plan_cached(&old_defaults, &current, &new_defaults, None, record)?;
-            if mode == EtcMode::CheckAndCopyDefaults {
-                etc_cache = Some(cache);
-            }
-            crate::timing::step("deploy: /etc plan");
-            if let Some(msg) = plan.conflict_message() {
-                return Err(EtcConflict(msg).into());
-            }
-            if mode == EtcMode::Merge {
-                etcmerge::copy_defaults_for(&plan, &new_defaults, &deploy, "etc")?;
-            } else {
-                // Staging: finalize re-plans against the /etc of that moment,
-                // so every default must be there.
-                etcmerge::copy_tree(&new_defaults, &deploy, "etc")?;
-            }
-            crate::timing::step("deploy: /etc copy of new defaults");
-            if mode == EtcMode::Merge {
-                let etc = deploy.open_dir("etc")?;
-                etcmerge::apply(&plan, &current, &etc)?;
-                crate::say!(
-                    "Copying /etc changes: {} modified, {} removed, {} added",
-                    plan.summary.modified, plan.summary.removed, plan.summary.added
-                );
-            }
-            plan.summary
-        }
-        None => {
-            etcmerge::copy_tree(&new_defaults, &deploy, "etc")?;
-            etcmerge::PlanSummary::default()
-        }
-    };
+    let (summary, etc_cache) = merge_etc(root, merge.as_ref(), &deploy, mode)?;
 
     crate::timing::step("deploy: /etc merge applied");
     seed_var(root, &deploy, &stateroot)?;
@@ -292,6 +234,80 @@ pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode)
         merge,
         etc_cache,
     })
+}
+
+/// The origin file of a new deployment: the one given (checked), or
+/// `[origin] refspec=`.
+fn origin_for(refspec: &str, opts: &DeployOpts) -> Result<String> {
+    match &opts.origin_file {
+        Some(f) => {
+            let data = std::fs::read(f).with_context(|| format!("Reading origin file {f}"))?;
+            let kf = KeyFile::parse_bytes(&data).map_err(|e| anyhow!("{f}: {e}"))?;
+            if !kf.has_group("origin") {
+                bail!("{f}: no [origin] group");
+            }
+            Ok(kf.serialize())
+        }
+        None => {
+            let mut kf = KeyFile::new();
+            kf.set("origin", "refspec", refspec);
+            Ok(kf.serialize())
+        }
+    }
+}
+
+/// A commit's configuration must be in /usr/etc (ostree's layout), and only
+/// there.
+fn check_etc_layout(deploy: &Dir, csum: &str) -> Result<()> {
+    let has = |p: &str| -> Result<bool> { Ok(deploy.symlink_metadata_optional(p)?.is_some()) };
+    match (has("usr/etc")?, has("etc")?) {
+        (true, false) => Ok(()),
+        (false, true) => bail!("commit {csum} has /etc but no /usr/etc: commit the default configuration as /usr/etc"),
+        (false, false) => bail!("commit {csum} has no /usr/etc"),
+        (true, true) => bail!("commit {csum} has both /etc and /usr/etc; only /usr/etc is allowed"),
+    }
+}
+
+/// The new deployment's /etc: its defaults with the admin's changes from
+/// the merge deployment (`Merge`), or every default and the plan's check
+/// only (`CheckAndCopyDefaults`, staging: finalize merges at shutdown, and
+/// gets the diff of the merge deployment's /etc as a cache).
+fn merge_etc(root: &Dir, merge: Option<&Deployment>, deploy: &Dir, mode: EtcMode) -> Result<(etcmerge::PlanSummary, Option<etcmerge::DiffCache>)> {
+    let new_defaults = deploy.open_dir("usr/etc").context("Opening usr/etc of the new deployment")?;
+    let Some(m) = merge else {
+        etcmerge::copy_tree(&new_defaults, deploy, "etc")?;
+        return Ok((etcmerge::PlanSummary::default(), None));
+    };
+    let mdir = root.open_dir(m.path().as_std_path()).with_context(|| format!("Opening the merge deployment {}", m.path()))?;
+    let old_defaults = mdir.open_dir("usr/etc").context("Opening usr/etc of the merge deployment")?;
+    let current = mdir.open_dir("etc").context("Opening etc of the merge deployment")?;
+    let mut cache = etcmerge::DiffCache::default();
+    let record = (mode == EtcMode::CheckAndCopyDefaults).then_some(&mut cache);
+    let plan = etcmerge::plan_cached(&old_defaults, &current, &new_defaults, None, record)?;
+    crate::timing::step("deploy: /etc plan");
+    if let Some(msg) = plan.conflict_message() {
+        return Err(EtcConflict(msg).into());
+    }
+    match mode {
+        EtcMode::Merge => {
+            etcmerge::copy_defaults_for(&plan, &new_defaults, deploy, "etc")?;
+            crate::timing::step("deploy: /etc copy of new defaults");
+            let etc = deploy.open_dir("etc").context("Opening etc of the new deployment")?;
+            etcmerge::apply(&plan, &current, &etc)?;
+            crate::say!(
+                "Copying /etc changes: {} modified, {} removed, {} added",
+                plan.summary.modified, plan.summary.removed, plan.summary.added
+            );
+            Ok((plan.summary, None))
+        }
+        EtcMode::CheckAndCopyDefaults => {
+            // Finalize re-plans against the /etc of that moment, so every
+            // default must be there.
+            etcmerge::copy_tree(&new_defaults, deploy, "etc")?;
+            crate::timing::step("deploy: /etc copy of new defaults");
+            Ok((plan.summary, Some(cache)))
+        }
+    }
 }
 
 /// Seed the stateroot's `/var` from the commit when it is empty, and leave

@@ -57,7 +57,7 @@ pub fn status(sysroot: &Sysroot) -> Result<Status> {
     }
     let mut out = Vec::new();
     let off = sysroot.staged.is_some() as usize;
-    for d in sysroot.staged.iter().chain(sysroot.deployments.iter()) {
+    for d in sysroot.listed() {
         let mut k = d.kargs.clone();
         k.remove_key("ostree");
         let index = if d.staged { 0 } else { d.index + off };

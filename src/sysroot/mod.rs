@@ -391,12 +391,20 @@ impl Sysroot {
         Ok(())
     }
 
+    /// The deployment list as libostree has it and status shows it: the
+    /// staged deployment first (index 0) when there is one, then the
+    /// bootable ones, default first. Writers of boot entries use
+    /// `deployments` (the staged one has no entry until finalize); whatever
+    /// must keep or show every deployment uses this.
+    pub fn listed(&self) -> impl Iterator<Item = &Deployment> {
+        self.staged.iter().chain(self.deployments.iter())
+    }
+
     /// The deployment at a user-facing index (the staged one is 0 when present).
     pub fn by_index(&self, index: usize) -> Result<&Deployment> {
-        Ok(match self.resolve_index(index)? {
-            Target::Staged => self.staged.as_ref().expect("resolved"),
-            Target::Deployment(i) => &self.deployments[i],
-        })
+        self.listed()
+            .nth(index)
+            .ok_or_else(|| anyhow!("no deployment with index {index} (there are {})", self.listed().count()))
     }
 
     /// Map a user-facing index (the staged deployment, if any, is 0).

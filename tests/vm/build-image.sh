@@ -51,7 +51,9 @@ ln -sf /dev/null "$R/etc/systemd/system/serial-getty@ttyS0.service"
 # Less for the emulated CPU to do at every boot: no gettys on the virtual
 # consoles nobody reads, no kvm modules (-cpu max offers SVM; nothing here
 # runs a nested guest), no timers that only a long-lived system needs.
-for u in getty-static.service getty@.service autovt@.service dpkg-db-backup.timer systemd-tmpfiles-clean.timer logrotate.timer; do
+# dracut-shutdown unpacks the initramfs into /run at every shutdown, for
+# storage a plain ext4 root does not have.
+for u in getty-static.service getty@.service autovt@.service dracut-shutdown.service dpkg-db-backup.timer systemd-tmpfiles-clean.timer logrotate.timer; do
     ln -sf /dev/null "$R/etc/systemd/system/$u"
 done
 mkdir -p "$R/etc/modprobe.d"

@@ -162,6 +162,7 @@ pub fn only_links_change(current: &[BootConfigKey], list: &[BootDeployment]) -> 
         })
 }
 
+#[context("Syncing the directory {what}")]
 fn sync_dir(dir: &Dir, what: &str) -> Result<()> {
     let fd = rustix::fs::openat(dir.as_fd(), ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
     rustix::fs::fsync(&fd).with_context(|| format!("fsync of {what}"))?;
@@ -216,6 +217,7 @@ fn freeze_thaw(dir: &Dir, what: &str) -> Result<()> {
     }
 }
 
+#[context("Syncing the file system of {what}")]
 fn syncfs(dir: &Dir, what: &str) -> Result<()> {
     let fd = rustix::fs::openat(dir.as_fd(), ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
     rustix::fs::syncfs(&fd).with_context(|| format!("syncfs of {what}"))?;
@@ -226,7 +228,7 @@ fn syncfs(dir: &Dir, what: &str) -> Result<()> {
 /// `name.tmp` and rename it over `name`.
 fn replace_symlink(dir: &Dir, name: &str, target: &str) -> Result<()> {
     let tmp = format!("{name}.tmp");
-    dir.remove_file_optional(&tmp)?;
+    dir.remove_file_optional(&tmp).with_context(|| format!("Removing a stale {tmp}"))?;
     dir.symlink(target, &tmp)
         .with_context(|| format!("Creating symlink {tmp} -> {target}"))?;
     dir.rename(&tmp, dir, name)
@@ -242,7 +244,7 @@ fn write_bootlinks(ostree: &Dir, bv: u32, sub: u32, list: &[BootDeployment], ser
     let links = fsutil::open_subdir(ostree, "ostree", &dname)?;
     for (d, serial) in list.iter().zip(serials) {
         let sub = format!("{}/{}", d.stateroot, d.bootcsum);
-        links.create_dir_all(&sub)?;
+        links.create_dir_all(&sub).with_context(|| format!("Creating ostree/{dname}/{sub}"))?;
         failpoint::hit("swap::bootlink");
         let target = format!("../../../deploy/{}/deploy/{}.{}", d.stateroot, d.csum, d.serial);
         links
@@ -265,7 +267,8 @@ pub fn write_deployments(
 ) -> Result<SwapResult> {
     let ostree = root.open_dir("ostree").context("Opening ostree/")?;
     let boot = root.open_dir("boot").context("Opening /boot")?;
-    let separate_boot = rustix::fs::fstat(root.as_fd())?.st_dev != rustix::fs::fstat(boot.as_fd())?.st_dev;
+    let separate_boot = rustix::fs::fstat(root.as_fd()).context("stat of the sysroot")?.st_dev
+        != rustix::fs::fstat(boot.as_fd()).context("stat of /boot")?.st_dev;
     let serials = bootserials(list);
     let has_loader = boot.symlink_metadata_optional("loader")?.is_some();
 
@@ -291,7 +294,7 @@ pub fn write_deployments(
     failpoint::hit("swap::remove-stale");
     let loader_dir = format!("loader.{new_bv}");
     fsutil::remove_all_at(&boot, loader_dir.as_ref()).with_context(|| format!("Removing stale /boot/{loader_dir}"))?;
-    boot.remove_file_optional("loader.tmp")?;
+    boot.remove_file_optional("loader.tmp").context("Removing a stale /boot/loader.tmp")?;
     // `boot/boot -> .` lets `/boot/...` paths work whether or not /boot is
     // its own partition (GRUB and the entries rely on it).
     if boot.symlink_metadata_optional("boot")?.is_none() {
@@ -308,7 +311,7 @@ pub fn write_deployments(
     failpoint::hit("swap::write-entries");
     boot.create_dir(&loader_dir).with_context(|| format!("Creating /boot/{loader_dir}"))?;
     let entries_dir = format!("{loader_dir}/entries");
-    boot.create_dir(&entries_dir)?;
+    boot.create_dir(&entries_dir).with_context(|| format!("Creating /boot/{entries_dir}"))?;
     let entries = fsutil::open_subdir(&boot, "/boot", &entries_dir)?;
     let mut written = Vec::new();
     for (i, serial) in serials.iter().enumerate() {

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use fn_error_context::context;
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Uid};
 use serde::Serialize;
 
@@ -114,10 +115,10 @@ fn copy_entry_except(
 /// Give a directory its owner, mode, xattrs and times from `src`.
 fn finish_dir(dfd: &OwnedFd, sfd: &OwnedFd, st: &rustix::fs::Stat) -> Result<()> {
     let (u, g) = owner(st);
-    rustix::fs::fchown(dfd, u, g)?;
-    rustix::fs::fchmod(dfd, perm(st))?;
-    fsutil::set_fd_xattrs(dfd, &fsutil::fd_xattrs(sfd)?)?;
-    rustix::fs::futimens(dfd, &fsutil::timestamps(st))?;
+    rustix::fs::fchown(dfd, u, g).context("chown")?;
+    rustix::fs::fchmod(dfd, perm(st)).context("chmod")?;
+    fsutil::set_fd_xattrs(dfd, &fsutil::fd_xattrs(sfd).context("Reading xattrs")?).context("Writing xattrs")?;
+    rustix::fs::futimens(dfd, &fsutil::timestamps(st)).context("Setting times")?;
     Ok(())
 }
 
@@ -141,17 +142,19 @@ pub fn copy_defaults_for(plan: &Plan, new_defaults: impl AsFd, dst_parent: impl 
     copy_tree_except(new_defaults, dst_parent, name, Some(&skip))
 }
 
+#[context("Copying a tree to {name}")]
 fn copy_tree_except(src: impl AsFd, dst_parent: impl AsFd, name: &str, skip: Option<&HashSet<PathBuf>>) -> Result<usize> {
     let src = rustix::io::fcntl_dupfd_cloexec(src.as_fd(), 0)?;
-    let st = rustix::fs::fstat(&src)?;
+    let st = rustix::fs::fstat(&src).context("stat of the source directory")?;
     rustix::fs::mkdirat(&dst_parent, name, Mode::RWXU).with_context(|| format!("Creating {name}"))?;
-    let dfd = fsutil::open_dir_nofollow(&dst_parent, OsStr::new(name))?;
+    let dfd = fsutil::open_dir_nofollow(&dst_parent, OsStr::new(name)).with_context(|| format!("Opening {name}"))?;
     let mut n = 0;
-    for child in fsutil::read_names(&src)? {
+    for child in fsutil::read_names(&src).context("Reading the source directory")? {
         n += copy_entry_except(&src, &dfd, &child, &Path::new(name).join(&child), Path::new(&child), skip)?;
     }
     // An fd opened with O_PATH cannot read xattrs: reopen the source.
-    let sfd = rustix::fs::openat(&src, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let sfd = rustix::fs::openat(&src, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .context("Opening the source directory")?;
     finish_dir(&dfd, &sfd, &st).with_context(|| format!("Setting attributes of {name}"))?;
     Ok(n)
 }

@@ -141,3 +141,57 @@ pub fn render(s: &Status) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sysroot::fixture::{csum, Fixture, OS};
+
+    /// Booted into the middle of three deployments, a fourth staged and
+    /// locked: the document `status --json` prints.
+    #[test]
+    fn the_status_document() {
+        let f = Fixture::new(&[('a', '1'), ('b', '1'), ('c', '2')]);
+        f.boot_into(&format!("{}.0", csum('b')));
+        f.stage('d', '3', true);
+        let s = status(&f.load().unwrap()).unwrap();
+        let doc = serde_json::to_value(&s).unwrap();
+        let ds = doc["deployments"].as_array().unwrap();
+        let short = |i: usize| ds[i]["checksum"].as_str().unwrap()[..1].to_string();
+        assert_eq!((0..4).map(short).collect::<Vec<_>>(), ["d", "a", "b", "c"], "staged first, then boot order");
+        assert_eq!(ds.iter().map(|d| d["index"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        let flags = |i: usize| {
+            ["staged", "pending", "booted", "rollback"].into_iter().filter(|k| ds[i][*k] == true).collect::<Vec<_>>()
+        };
+        assert_eq!(flags(0), ["staged"]);
+        assert_eq!(flags(1), ["pending"], "newer than the booted one, same stateroot");
+        assert_eq!(flags(2), ["booted"]);
+        assert_eq!(flags(3), ["rollback"]);
+        assert_eq!(ds[1]["kargs"], "root=LABEL=r", "ostree= is not shown");
+        assert_eq!(ds[1]["refspec"], "os:va");
+        assert_eq!(ds[2]["deploy_path"], format!("ostree/deploy/{OS}/deploy/{}.0", csum('b')));
+        assert_eq!(ds[2]["origin_path"], format!("ostree/deploy/{OS}/deploy/{}.0.origin", csum('b')));
+        assert_eq!((ds[1]["bootserial"].as_u64(), ds[2]["bootserial"].as_u64()), (Some(0), Some(1)), "a and b share a kernel");
+        assert!(ds[1]["version"].is_null(), "no commit object in the fixture's repository");
+        assert_eq!(doc["staged_locked"], true);
+        assert!(doc["finalize_failure"].is_null());
+        assert_eq!((doc["bootversion"].as_u64(), doc["subbootversion"].as_u64()), (Some(1), Some(0)));
+
+        let text = render(&s);
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with("    ")).collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[0].starts_with("  0 os dddd") && lines[0].ends_with("(staged, finalization locked)"), "{text}");
+        assert!(lines[1].ends_with("(pending, default)"), "{text}");
+        assert!(lines[2].starts_with("* 2 os bbbb"), "{text}");
+        assert!(lines[3].ends_with("(rollback)"), "{text}");
+    }
+
+    #[test]
+    fn an_unbooted_sysroot_has_no_pending_or_rollback() {
+        let f = Fixture::new(&[('a', '1'), ('b', '2')]);
+        let s = status(&f.load().unwrap()).unwrap();
+        assert!(s.deployments.iter().all(|d| !d.booted && !d.pending && !d.rollback && !d.staged));
+        assert_eq!(s.staged_locked, None);
+        assert!(render(&s).lines().next().unwrap().ends_with("(default)"));
+    }
+}

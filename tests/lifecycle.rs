@@ -51,7 +51,7 @@ fn status_lists_deployments_in_boot_order() {
     assert!(human.contains("Version: 2.0") && human.contains("origin refspec: testos/v1"), "{human}");
     // Boot version flipped twice: loader.0 is live.
     assert_eq!(std::fs::read_link(root.join("boot/loader")).unwrap(), Path::new("loader.0"));
-    assert_eq!(entries(&root), vec!["ostree-1-testos.conf", "ostree-2-testos.conf"]);
+    assert_eq!(entries(&root), vec!["ostree-1.conf", "ostree-2.conf"], "named as ostree 2024.5 and later name them");
 }
 
 #[test]
@@ -190,18 +190,14 @@ fn corrupt_files_get_errors_naming_them() {
             let o = root.join(status_json(root)["deployments"][0]["origin_path"].as_str().unwrap());
             std::fs::write(&o, b"\x00\x01junk").unwrap();
         }), ".origin: line 1"),
-        ("origin without [origin]", Box::new(|root: &Path| {
-            let o = root.join(status_json(root)["deployments"][1]["origin_path"].as_str().unwrap());
-            std::fs::write(&o, "[other]\nx=1\n").unwrap();
-        }), "no [origin] group"),
         ("entry with junk", Box::new(|root: &Path| {
-            let e = root.join("boot/loader/entries/ostree-2-testos.conf");
+            let e = root.join("boot/loader/entries/ostree-2.conf");
             let mut t = std::fs::read_to_string(&e).unwrap();
             t.push_str("\u{1}\u{2} garbage\n");
             std::fs::write(&e, t).unwrap();
-        }), "ostree-2-testos.conf: line 6"),
+        }), "ostree-2.conf: line 6"),
         ("entry without ostree=", Box::new(|root: &Path| {
-            let e = root.join("boot/loader/entries/ostree-1-testos.conf");
+            let e = root.join("boot/loader/entries/ostree-1.conf");
             let t = std::fs::read_to_string(&e).unwrap();
             let t: String = t.lines().map(|l| if l.starts_with("options") { "options root=x\n".to_string() } else { format!("{l}\n") }).collect();
             std::fs::write(&e, t).unwrap();
@@ -284,4 +280,26 @@ fn a_write_that_swapped_succeeds_when_cleanup_meets_something_odd() {
     // Once the admin fixed it, the next cleanup removes it.
     run(tb(&root).arg("cleanup"));
     assert!(!orphan.exists());
+}
+
+/// Origins that are not a refspec show as what they are; ostree reads the
+/// same sysroot ("<unknown origin type>" for both).
+#[test]
+fn status_names_container_image_and_unknown_origins() {
+    let s = Scratch::new("origins");
+    let root = two_deployments(&s);
+    let st = status_json(&root);
+    let origin = |i: usize| root.join(st["deployments"][i]["origin_path"].as_str().unwrap());
+    write(&origin(0), "[origin]\ncontainer-image-reference=ostree-unverified-registry:quay.io/fedora/fedora-bootc:41\n");
+    write(&origin(1), "[rpmostree]\nrequested-packages=vim;\n");
+    let st = status_json(&root);
+    let d = &st["deployments"];
+    assert!(d[0]["refspec"].is_null(), "a container image is not a refspec");
+    assert_eq!(d[0]["container_image_reference"], "ostree-unverified-registry:quay.io/fedora/fedora-bootc:41");
+    assert!(d[1]["refspec"].is_null() && d[1]["container_image_reference"].is_null() && d[1]["has_origin"] == true);
+    let human = run(tb(&root).arg("status"));
+    assert!(human.contains("origin: container image ostree-unverified-registry:quay.io/fedora/fedora-bootc:41"), "{human}");
+    assert!(human.contains("origin: <unknown origin type>"), "{human}");
+    let theirs = run(ostree_admin(&root).arg("status"));
+    assert_eq!(theirs.matches("origin: <unknown origin type>").count(), 2, "{theirs}");
 }

@@ -50,6 +50,7 @@ use fn_error_context::context;
 use rustix::fs::{Mode, OFlags};
 
 use crate::failpoint;
+use crate::sysroot::opts::SysrootOpts;
 use crate::formats::bls::BlsEntry;
 use crate::formats::kargs::Kargs;
 use crate::fsutil;
@@ -111,8 +112,12 @@ pub fn bootserials(list: &[BootDeployment]) -> Vec<u32> {
         .collect()
 }
 
-/// The BLS entry ostree 2022.7 writes for deployment `index` of `list`.
-pub fn entry_for(list: &[BootDeployment], index: usize, bootversion: u32, bootserial: u32) -> (String, BlsEntry) {
+/// The BLS entry libostree writes for deployment `index` of `list`, and
+/// its file name: `ostree-N.conf` (ostree 2024.5 and later), or
+/// `ostree-N-STATEROOT.conf` with `bootloader-naming-1` (and before 2024.5);
+/// N counts down from the number of deployments, so that the default has
+/// the highest (GRUB sorts entries by file name, ostree#2961).
+pub fn entry_for(list: &[BootDeployment], index: usize, bootversion: u32, bootserial: u32, opts: SysrootOpts) -> (String, BlsEntry) {
     let d = &list[index];
     let n = list.len();
     let multi_os = list.iter().any(|o| o.stateroot != d.stateroot);
@@ -146,7 +151,11 @@ pub fn entry_for(list: &[BootDeployment], index: usize, bootversion: u32, bootse
     if d.has_initramfs {
         e.set("initrd", format!("{bootdir}/initramfs-{}.img", d.kver));
     }
-    let fname = format!("ostree-{}-{}.conf", n - index, d.stateroot);
+    let fname = if opts.bootloader_naming_1 {
+        format!("ostree-{}-{}.conf", n - index, d.stateroot)
+    } else {
+        format!("ostree-{}.conf", n - index)
+    };
     (fname, e)
 }
 
@@ -154,7 +163,7 @@ pub fn entry_for(list: &[BootDeployment], index: usize, bootversion: u32, bootse
 pub fn only_links_change(current: &[BootConfigKey], list: &[BootDeployment]) -> bool {
     current.len() == list.len()
         && current.iter().zip(list.iter()).enumerate().all(|(i, (c, d))| {
-            let (_, e) = entry_for(list, i, 0, 0);
+            let (_, e) = entry_for(list, i, 0, 0, SysrootOpts::default());
             c.stateroot == d.stateroot
                 && c.bootcsum == d.bootcsum
                 && c.kargs == d.kargs_without_ostree()
@@ -264,6 +273,7 @@ pub fn write_deployments(
     current: &[BootConfigKey],
     list: &[BootDeployment],
     grub_cfg: Option<crate::bootloader::grub::Renderer>,
+    opts: SysrootOpts,
 ) -> Result<SwapResult> {
     let ostree = root.open_dir("ostree").context("Opening ostree/")?;
     let boot = root.open_dir("boot").context("Opening /boot")?;
@@ -315,7 +325,7 @@ pub fn write_deployments(
     let entries = fsutil::open_subdir(&boot, "/boot", &entries_dir)?;
     let mut written = Vec::new();
     for (i, serial) in serials.iter().enumerate() {
-        let (fname, e) = entry_for(list, i, new_bv, *serial);
+        let (fname, e) = entry_for(list, i, new_bv, *serial, opts);
         entries
             .atomic_write_with_perms(&fname, e.serialize(), Permissions::from_mode(0o644))
             .map_err(|err| enospc(err, &format!("/boot/{entries_dir}/{fname}")))?;
@@ -403,7 +413,7 @@ mod tests {
         let list = vec![dep("testos", &b, "2.0"), dep("testos", &b, "1.0")];
         let s = bootserials(&list);
         assert_eq!(s, vec![0, 1]);
-        let (name, e) = entry_for(&list, 1, 0, s[1]);
+        let (name, e) = entry_for(&list, 1, 0, s[1], SysrootOpts { bootloader_naming_1: true });
         assert_eq!(name, "ostree-1-testos.conf");
         assert_eq!(
             e.serialize(),
@@ -415,11 +425,12 @@ mod tests {
     fn titles_name_the_stateroot_when_several() {
         let b = "a".repeat(64);
         let list = vec![dep("testos", &b, "2.0"), dep("other", &b, "9")];
-        let (name, e) = entry_for(&list, 1, 1, 1);
+        let (name, e) = entry_for(&list, 1, 1, 1, SysrootOpts { bootloader_naming_1: true });
         assert_eq!(name, "ostree-1-other.conf");
         assert_eq!(e.get("title"), Some("Test OS 1 9 (ostree:other:1)"));
         // A version already in the name is not repeated.
         let list = vec![dep("testos", &b, "1")];
-        assert_eq!(entry_for(&list, 0, 1, 0).1.get("title"), Some("Test OS 1 (ostree:0)"));
+        assert_eq!(entry_for(&list, 0, 1, 0, SysrootOpts::default()).1.get("title"), Some("Test OS 1 (ostree:0)"));
+        assert_eq!(entry_for(&list, 0, 1, 0, SysrootOpts::default()).0, "ostree-1.conf", "naming 2, the default");
     }
 }

@@ -144,6 +144,7 @@ pub fn commit_list(w: &mut Writer, list: &[BootDeployment]) -> Result<SwapResult
         &current_keys(&w.sysroot),
         list,
         grub,
+        crate::sysroot::opts::SysrootOpts::from_env(),
     )?;
     crate::say!(
         "Bootloader updated; bootconfig swap: {}; bootversion: boot.{}.{}, deployment count change: {}",

@@ -14,6 +14,10 @@ pub struct DeploymentStatus {
     pub checksum: String,
     pub serial: u32,
     pub refspec: Option<String>,
+    /// treeboot: `[origin] container-image-reference` (bootc, rpm-ostree).
+    pub container_image_reference: Option<String>,
+    /// treeboot: whether the deployment has an origin file.
+    pub has_origin: bool,
     pub version: Option<String>,
     pub booted: bool,
     pub pending: bool,
@@ -66,7 +70,9 @@ pub fn status(sysroot: &Sysroot) -> Result<Status> {
             stateroot: d.stateroot.clone(),
             checksum: d.csum.clone(),
             serial: d.serial,
-            refspec: d.refspec().map(String::from),
+            refspec: d.refspec(),
+            container_image_reference: d.container_image(),
+            has_origin: d.origin.is_some(),
             version: sysroot.commit_version(&d.csum)?,
             booted: d.booted,
             pending: !d.staged && pending == Some(d.index),
@@ -131,9 +137,12 @@ pub fn render(s: &Status) -> String {
         if d.pinned {
             out.push_str("    Pinned: yes\n");
         }
-        match &d.refspec {
-            Some(r) => out.push_str(&format!("    origin refspec: {r}\n")),
-            None => out.push_str("    origin: none\n"),
+        // As `ostree admin status` prints it, with container images named.
+        match (&d.refspec, &d.container_image_reference) {
+            (Some(r), _) => out.push_str(&format!("    origin refspec: {r}\n")),
+            (None, Some(c)) => out.push_str(&format!("    origin: container image {c}\n")),
+            (None, None) if d.has_origin => out.push_str("    origin: <unknown origin type>\n"),
+            (None, None) => out.push_str("    origin: none\n"),
         }
         if !d.kargs.is_empty() {
             out.push_str(&format!("    kernel arguments: {}\n", d.kargs));

@@ -7,6 +7,7 @@
 //! and entries are ordered by their `version` key, highest (the default) first.
 
 pub mod lock;
+pub mod opts;
 pub mod refs;
 pub mod runstate;
 
@@ -65,6 +66,8 @@ impl Deployment {
         format!("ostree/deploy/{}/deploy/{}.origin", self.stateroot, self.name()).into()
     }
 
+    /// `[libostree-transient] pinned`, read as libostree reads it: a value
+    /// that is not a boolean is false.
     pub fn pinned(&self) -> bool {
         self.origin
             .as_ref()
@@ -72,10 +75,16 @@ impl Deployment {
             .unwrap_or(false)
     }
 
-    pub fn refspec(&self) -> Option<&str> {
-        let o = self.origin.as_ref()?;
-        o.get("origin", "refspec")
-            .or_else(|| o.get("origin", "container-image-reference"))
+    /// `[origin] refspec`, what ostree pulls and upgrades from.
+    pub fn refspec(&self) -> Option<String> {
+        Some(self.origin.as_ref()?.get("origin", "refspec")?.into_owned())
+    }
+
+    /// `[origin] container-image-reference`, written by bootc and
+    /// rpm-ostree for a deployment of a container image
+    /// (`ostree-unverified-registry:quay.io/...`).
+    pub fn container_image(&self) -> Option<String> {
+        Some(self.origin.as_ref()?.get("origin", "container-image-reference")?.into_owned())
     }
 
     /// Same deployment (stateroot, checksum and serial).
@@ -140,12 +149,9 @@ pub fn read_origin(root: &Dir, path: &Utf8Path) -> Result<Option<KeyFile>> {
     let Some(data) = root.read_optional(path)? else {
         return Ok(None);
     };
+    // Any key file is an origin, as for libostree: one without [origin]
+    // (or with keys only another tool knows) shows as an unknown type.
     let kf = KeyFile::parse_bytes(&data).map_err(|e| anyhow!("{path}: {e}"))?;
-    if !kf.has_group("origin") {
-        bail!("{path}: no [origin] group");
-    }
-    kf.get_bool("libostree-transient", "pinned")
-        .map_err(|e| anyhow!("{path}: {e}"))?;
     Ok(Some(kf))
 }
 

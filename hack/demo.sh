@@ -34,7 +34,7 @@ run ostree --repo="$S/ostree/repo" commit -b demo/stable -s "Demo OS 1.0" --add-
 
 step "Deploy version 1.0"
 run "$TB" --sysroot "$S" deploy --os demo --karg root=LABEL=root --karg-append quiet demo/stable
-run cat "$S"/boot/loader/entries/ostree-1-demo.conf
+run cat "$S"/boot/loader/entries/ostree-1.conf
 
 step "The admin edits /etc of the running deployment"
 ETC=$("$TB" --sysroot "$S" status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["deployments"][0]["deploy_path"])')/etc

@@ -47,6 +47,7 @@ pub const ALL: &[&str] = &[
     "stage::remove-replaced",
     "finalize::remove-record",
     "finalize::etc",
+    "finalize::kernel",
     "finalize::swap",
     "undeploy::remove-record",
     // Between FIFREEZE and FITHAW of /boot, and not logged (a write there

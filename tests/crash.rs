@@ -31,6 +31,9 @@ enum Kind {
     Stage,
     /// `finalize-staged` after a stage, in a booted namespace.
     Finalize,
+    /// The same, with the staged kernel not in /boot yet (as ostree stages:
+    /// libostree copies kernels at finalize time).
+    FinalizeCopyingKernel,
     /// `stage testos/v1` while testos/v3 is staged, in a booted namespace:
     /// after a crash either stays staged; completed by staging again.
     Restage,
@@ -47,6 +50,15 @@ struct Op {
     old_default: String,
     /// Extra check of the final state after completion.
     done: fn(&Path) -> bool,
+}
+
+/// Shell: stage testos/v3; for [`Kind::FinalizeCopyingKernel`], then take
+/// its kernel out of /boot.
+fn stage_v3(kind: Kind) -> &'static str {
+    match kind {
+        Kind::FinalizeCopyingKernel => "$TB --sysroot $S stage testos/v3 >/dev/null\nrm -r $S/boot/ostree/testos-$($TB --sysroot $S status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"deployments\"][0][\"bootcsum\"])')\n",
+        _ => "$TB --sysroot $S stage testos/v3 >/dev/null\n",
+    }
 }
 
 /// The base: three deployments (v1 rollback, v2 default... ), and commits.
@@ -75,8 +87,8 @@ fn failpoints_hit(root: &Path, op: &Op, log: &Path) -> Vec<String> {
             let r = in_booted_namespace(root, 0, &format!("TREEBOOT_FAILPOINT_LOG={} $TB --sysroot $S stage testos/v3\n$TB --sysroot $S finalize-staged\n", log.display()));
             assert!(r.0, "{} {}", r.1, r.2);
         }
-        Kind::Finalize => {
-            let r = in_booted_namespace(root, 0, &format!("$TB --sysroot $S stage testos/v3\nTREEBOOT_FAILPOINT_LOG={} $TB --sysroot $S finalize-staged\n", log.display()));
+        Kind::Finalize | Kind::FinalizeCopyingKernel => {
+            let r = in_booted_namespace(root, 0, &format!("{}TREEBOOT_FAILPOINT_LOG={} $TB --sysroot $S finalize-staged\n", stage_v3(op.kind), log.display()));
             assert!(r.0, "{} {}", r.1, r.2);
         }
         Kind::Restage => {
@@ -101,6 +113,7 @@ fn crash_at_every_failpoint_leaves_a_bootable_sysroot() {
     let ops = vec![
         Op { name: "stage", kind: Kind::Stage, args: vec![], old_default: v2.clone(), new_default: v3.clone(), done: |r| status_json(r)["deployments"][0]["version"] == "3.0" },
         Op { name: "finalize-staged", kind: Kind::Finalize, args: vec![], old_default: v2.clone(), new_default: v3.clone(), done: |r| status_json(r)["deployments"][0]["version"] == "3.0" },
+        Op { name: "finalize copying the kernel", kind: Kind::FinalizeCopyingKernel, args: vec![], old_default: v2.clone(), new_default: v3.clone(), done: |r| status_json(r)["deployments"][0]["version"] == "3.0" },
         Op { name: "stage again", kind: Kind::Restage, args: vec![], old_default: v2.clone(), new_default: v1.clone(), done: |r| status_json(r)["deployments"][0]["version"] == "1.0" && status_json(r)["deployments"][0]["serial"] == 1 },
         Op { name: "deploy --os other", kind: Kind::Plain, args: sv(&["deploy", "--os", "other", "--not-as-default", "testos/v3"]), old_default: v2.clone(), new_default: v2.clone(), done: |r| status_json(r)["deployments"].as_array().unwrap().iter().any(|d| d["stateroot"] == "other") },
         Op { name: "deploy --retain", kind: Kind::Plain, args: sv(&["deploy", "--retain", "testos/v3"]), old_default: v2.clone(), new_default: v3.clone(), done: |r| status_json(r)["deployments"].as_array().unwrap().len() == 3 },
@@ -222,13 +235,12 @@ echo "STAGED $($TB --sysroot $S status --json | tr -d '\n')"
 $TB --sysroot $S stage testos/v1 >/dev/null && $TB --sysroot $S finalize-staged >/dev/null && echo COMPLETED
 "#),
         _ => format!(r#"
-$TB --sysroot $S stage testos/v3 >/dev/null
-set +e
+{}set +e
 FAILPOINTS='{spec}' $TB --sysroot $S finalize-staged >/dev/null 2>&1
 echo "rc=$?"
 $TB --sysroot $S verify >/dev/null || {{ echo "NOT BOOTABLE after the crash"; $TB --sysroot $S verify; }}
 if [ -e /run/ostree/staged-deployment ]; then $TB --sysroot $S finalize-staged >/dev/null && echo COMPLETED; else echo NOTHING-TO-COMPLETE; fi
-"#),
+"#, stage_v3(op.kind)),
     };
     let (ok, out, err) = in_booted_namespace(dir, 0, &script);
     if !ok {

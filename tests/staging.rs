@@ -160,17 +160,20 @@ test ! -e /run/ostree/staged-deployment && echo "record removed"
 
 #[test]
 fn missing_kernel_at_finalize_fails_cleanly() {
+    // Gone from /boot and from the deployment's tree: nothing to copy.
     let s = Scratch::new("nokernel");
     let root = booted_on_v1(&s);
     let r = in_booted_namespace(&root, 0, r#"
 $TB --sysroot $S stage --json testos/v3 > /dev/null
-rm -rf $S/boot/ostree/testos-$($TB --sysroot $S status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["deployments"][0]["bootcsum"])')
+st=$($TB --sysroot $S status --json)
+rm -rf $S/boot/ostree/testos-$(echo "$st" | python3 -c 'import json,sys; print(json.load(sys.stdin)["deployments"][0]["bootcsum"])')
+rm $S/$(echo "$st" | python3 -c 'import json,sys; print(json.load(sys.stdin)["deployments"][0]["deploy_path"])')/usr/lib/modules/*/vmlinuz
 set +e
 $TB --sysroot $S finalize-staged
 echo "exit=$?"
 "#);
     assert!(r.1.contains("exit=1"), "{} {}", r.1, r.2);
-    assert!(r.2.contains("kernel directory of deployment"), "{}", r.2);
+    assert!(r.2.contains("Installing the kernel of the staged deployment") && r.2.contains("no kernel"), "{}", r.2);
     assert_eq!(versions(&root), vec!["1.0"]);
     assert!(root.join("boot/ostree/finalize-failure.stamp").exists());
 }
@@ -370,5 +373,29 @@ test -e /run/ostree/staged-deployment && echo "still staged after undeploy"
     assert!(out.contains("record gone"), "{out}");
     assert!(out.contains("after [('1.0', False), ('2.0', False)]"), "{out}");
     assert!(out.contains("still staged after undeploy"), "{out}");
+    run(tb(&root).arg("verify"));
+}
+
+/// ostree (`ostree admin deploy --stage`) leaves the new kernel in the
+/// deployment's tree and copies it into /boot at finalize time: a
+/// staged deployment whose kernel directory is not in /boot yet is
+/// finalized with it, and boots.
+#[test]
+fn a_stage_without_its_kernel_in_boot_is_finalized_with_it() {
+    let s = Scratch::new("stagekernel");
+    let root = booted_on_v1(&s);
+    let r = in_booted_namespace(&root, 0, r#"
+$TB --sysroot $S stage testos/v3
+b=$($TB --sysroot $S status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["deployments"][0]["bootcsum"])')
+rm -r "$S/boot/ostree/testos-$b"
+echo "bootcsum=$b"
+$TB --sysroot $S finalize-staged
+"#);
+    let (out, _) = assert_ok(r);
+    let b = out.lines().find_map(|l| l.strip_prefix("bootcsum=")).unwrap();
+    let kdir = root.join(format!("boot/ostree/testos-{b}"));
+    let names: Vec<String> = std::fs::read_dir(&kdir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().any(|n| n.starts_with("vmlinuz-")), "no kernel in {}: {names:?}", kdir.display());
+    assert_eq!(versions(&root), vec!["3.0", "1.0"]);
     run(tb(&root).arg("verify"));
 }

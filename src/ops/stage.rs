@@ -338,7 +338,7 @@ fn finalize_inner(sysroot: &Utf8Path, start: Instant) -> Result<FinalizeOutcome>
         ..Default::default()
     };
     let order = deploy::new_order(&w.sysroot, &d.stateroot, Some(&merge), &opts);
-    // The staged deployment's kernel is already in /boot (stage put it there).
+    install_staged_kernel(root, &ddir, &dshown, &d)?;
     let new = boot_deployment(&w.sysroot, &d)?;
     let list = deploy::list_from_order(&w.sysroot, &order, &new)?;
     failpoint::hit("finalize::swap");
@@ -366,6 +366,32 @@ fn finalize_inner(sysroot: &Utf8Path, start: Instant) -> Result<FinalizeOutcome>
         ],
     );
     Ok(FinalizeOutcome::Finalized)
+}
+
+/// The staged deployment's kernel in /boot. treeboot's stage put it there
+/// already (this is then one lstat); a deployment staged by ostree
+/// (`ostree admin deploy --stage`) has it only in its tree, since libostree
+/// copies kernels when it writes the deployment list, at finalize time:
+/// copy it now, checked against the boot checksum the record names.
+#[context("Installing the kernel of the staged deployment {}", d.name())]
+fn install_staged_kernel(root: &Dir, ddir: &Dir, dshown: &str, d: &crate::sysroot::Deployment) -> Result<()> {
+    let dirname = format!("boot/ostree/{}-{}", d.stateroot, d.bootcsum);
+    if root.symlink_metadata_optional(&dirname)?.is_some() {
+        return Ok(());
+    }
+    failpoint::hit("finalize::kernel");
+    let k = crate::bootloader::kernel::find_kernel(ddir, dshown)?;
+    if k.bootcsum != d.bootcsum {
+        bail!(
+            "{}: its kernel's boot checksum is {}, the staged record says {}",
+            runstate::STAGED,
+            k.bootcsum,
+            d.bootcsum
+        );
+    }
+    crate::bootloader::kernel::install_kernel(root, ddir, &d.stateroot, &k)?;
+    crate::timing::step("finalize: kernel copied into /boot");
+    Ok(())
 }
 
 /// `boot-complete`: report (once) a finalize failure of the previous

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::os::fd::AsFd;
 
 use anyhow::{anyhow, bail, Context, Result};
-use camino::Utf8PathBuf;
+use camino::{Utf8Path, Utf8PathBuf};
 use cap_std_ext::cap_std::fs::Dir;
 use cap_std_ext::dirext::CapStdExtDirExt;
 use fn_error_context::context;
@@ -27,8 +27,13 @@ pub struct Kernel {
     /// Directory relative to the deployment root (`usr/lib/modules/$kver`).
     pub srcdir: Utf8PathBuf,
     pub vmlinuz: String,
+    /// `initramfs.img`, or `initramfs` (libostree looks for both).
     pub initramfs: Option<String>,
     pub devicetree: Option<String>,
+    /// `.vmlinuz.hmac`, the kernel's HMAC for FIPS mode: installed as
+    /// `.vmlinuz-$kver.hmac` beside the kernel, where dracut's fips module
+    /// looks for it; not part of the boot checksum (as in libostree).
+    pub hmac: Option<String>,
     pub bootcsum: String,
 }
 
@@ -45,12 +50,39 @@ impl Kernel {
         if let Some(d) = &self.devicetree {
             v.push((d.clone(), format!("devicetree-{}", self.kver)));
         }
+        if let Some(h) = &self.hmac {
+            v.push((h.clone(), format!(".vmlinuz-{}.hmac", self.kver)));
+        }
         v
     }
 }
 
-fn hash_file(dir: &Dir, name: &str, h: &mut Sha256) -> Result<u64> {
-    let mut f = dir.open(name).with_context(|| format!("Opening {name}"))?;
+/// What `name` in the kernel directory `kd` (shown as `shown`) is: None when
+/// absent; a regular file, directly or through symlinks that stay inside
+/// the deployment (libostree follows them too); an error naming it for a
+/// dangling symlink, one that leaves the tree, or anything else. `deploy`
+/// is the deployment root, the sandbox symlinks resolve in (an absolute
+/// target cannot be followed safely and is refused).
+fn kernel_file(deploy: &Dir, srcdir: &Utf8Path, name: &str, shown: &str) -> Result<Option<bool>> {
+    let rel = srcdir.join(name);
+    let Some(m) = deploy.symlink_metadata_optional(rel.as_std_path())? else { return Ok(None) };
+    if m.is_file() {
+        return Ok(Some(false));
+    }
+    if !m.is_symlink() {
+        bail!("{shown}/{rel} is not a regular file");
+    }
+    let target = deploy.read_link_contents(rel.as_std_path()).map(|t| t.display().to_string()).unwrap_or_default();
+    match deploy.metadata(rel.as_std_path()) {
+        Ok(t) if t.is_file() => Ok(Some(true)),
+        Ok(_) => bail!("{shown}/{rel} is a symlink to {target}, which is not a regular file"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!("{shown}/{rel} is a dangling symlink (to {target})"),
+        Err(_) => bail!("{shown}/{rel} is a symlink to {target}, which leaves the deployment's tree"),
+    }
+}
+
+fn hash_file(dir: &Dir, name: &Utf8Path, h: &mut Sha256) -> Result<u64> {
+    let mut f = dir.open(name.as_std_path()).with_context(|| format!("Opening {name}"))?;
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0;
     loop {
@@ -71,8 +103,11 @@ pub fn find_kernel(deploy: &Dir, display: &str) -> Result<Kernel> {
     if let Some(modules) = deploy.open_dir_optional("usr/lib/modules")? {
         for kver in fsutil::read_names(&modules)? {
             let Ok(kver) = kver.into_string() else { continue };
-            let Some(kd) = modules.open_dir_optional(&kver)? else { continue };
-            if kd.symlink_metadata_optional("vmlinuz")?.is_some_and(|m| m.is_file()) {
+            if !modules.symlink_metadata(&kver)?.is_dir() {
+                continue;
+            }
+            let srcdir = Utf8PathBuf::from(format!("usr/lib/modules/{kver}"));
+            if kernel_file(deploy, &srcdir, "vmlinuz", display)?.is_some() {
                 found.push(kver);
             }
         }
@@ -98,23 +133,24 @@ pub fn find_kernel(deploy: &Dir, display: &str) -> Result<Kernel> {
         ),
     };
     let srcdir = Utf8PathBuf::from(format!("usr/lib/modules/{kver}"));
-    let kd = deploy.open_dir(srcdir.as_std_path())?;
-    let initramfs = kd
-        .symlink_metadata_optional("initramfs.img")?
-        .filter(|m| m.is_file())
-        .map(|_| "initramfs.img".to_string());
-    let devicetree = kd
-        .symlink_metadata_optional("devicetree")?
-        .filter(|m| m.is_file())
-        .map(|_| "devicetree".to_string());
-    // bootcsum: sha256 over vmlinuz, then the initramfs, then the devicetree.
+    let mut initramfs = None;
+    for name in ["initramfs.img", "initramfs"] {
+        if kernel_file(deploy, &srcdir, name, display)?.is_some() {
+            initramfs = Some(name.to_string());
+            break;
+        }
+    }
+    let devicetree = kernel_file(deploy, &srcdir, "devicetree", display)?.map(|_| "devicetree".to_string());
+    let hmac = kernel_file(deploy, &srcdir, ".vmlinuz.hmac", display)?.map(|_| ".vmlinuz.hmac".to_string());
+    // bootcsum: sha256 over vmlinuz, then the initramfs, then the devicetree
+    // (through symlinks: their contents, as libostree reads them).
     let mut h = Sha256::new();
-    hash_file(&kd, "vmlinuz", &mut h)?;
+    hash_file(deploy, &srcdir.join("vmlinuz"), &mut h)?;
     if let Some(i) = &initramfs {
-        hash_file(&kd, i, &mut h)?;
+        hash_file(deploy, &srcdir.join(i), &mut h)?;
     }
     if let Some(d) = &devicetree {
-        hash_file(&kd, d, &mut h)?;
+        hash_file(deploy, &srcdir.join(d), &mut h)?;
     }
     Ok(Kernel {
         kver,
@@ -122,16 +158,16 @@ pub fn find_kernel(deploy: &Dir, display: &str) -> Result<Kernel> {
         vmlinuz: "vmlinuz".into(),
         initramfs,
         devicetree,
+        hmac,
         bootcsum: hex::encode(h.finalize()),
     })
 }
 
 /// Bytes the kernel files take.
 pub fn kernel_size(deploy: &Dir, k: &Kernel) -> Result<u64> {
-    let kd = deploy.open_dir(k.srcdir.as_std_path())?;
     let mut total = 0;
     for (src, _) in k.files() {
-        total += kd.metadata(&src)?.len();
+        total += deploy.metadata(k.srcdir.join(&src).as_std_path())?.len();
     }
     Ok(total)
 }
@@ -193,10 +229,18 @@ pub fn install_kernel(sysroot: &Dir, deploy: &Dir, stateroot: &str, k: &Kernel) 
     let src = deploy.open_dir(k.srcdir.as_std_path())?;
     for (sname, dname) in k.files() {
         failpoint::hit("kernel::before-file");
+        // A symlink is copied from its target (opened inside the tree), never
+        // linked: /boot gets the file, not a link into the deployment.
+        let is_file = src.symlink_metadata(&sname).is_ok_and(|m| m.is_file());
         let linked = same_fs
+            && is_file
             && rustix::fs::linkat(&src, sname.as_str(), &tmp, dname.as_str(), AtFlags::empty()).is_ok();
         if !linked {
-            let s = fsutil::open_file_nofollow(&src, sname.as_ref())?;
+            let s: std::os::fd::OwnedFd = deploy
+                .open(k.srcdir.join(&sname).as_std_path())
+                .with_context(|| format!("Opening {}/{sname}", k.srcdir))?
+                .into_std()
+                .into();
             let d = rustix::fs::openat(
                 &tmp,
                 dname.as_str(),
@@ -223,4 +267,83 @@ pub fn install_kernel(sysroot: &Dir, deploy: &Dir, stateroot: &str, k: &Kernel) 
     rustix::fs::fsync(&bfd)?;
     failpoint::hit("kernel::after-rename");
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cap_std_ext::{cap_std, cap_tempfile};
+
+    const K: &str = "usr/lib/modules/6.1";
+
+    /// A deployment root with `usr/lib/modules/6.1/` holding `files`.
+    fn tree(files: &[(&str, &str)]) -> cap_tempfile::TempDir {
+        let d = cap_tempfile::tempdir(cap_std::ambient_authority()).unwrap();
+        d.create_dir_all(K).unwrap();
+        for (name, content) in files {
+            d.write(format!("{K}/{name}"), content).unwrap();
+        }
+        d
+    }
+
+    /// A symlink cap-std would refuse to make (it leaves the directory).
+    fn raw_symlink(d: &Dir, target: &str, path: &str) {
+        rustix::fs::symlinkat(target, d.as_fd(), path).unwrap();
+    }
+
+    fn err(d: &Dir) -> String {
+        format!("{:#}", find_kernel(d, "commit x").unwrap_err())
+    }
+
+    #[test]
+    fn the_layouts_libostree_reads() {
+        let plain = find_kernel(&tree(&[("vmlinuz", "K"), ("initramfs.img", "I")]), "x").unwrap();
+        assert_eq!(plain.files(), [("vmlinuz".into(), "vmlinuz-6.1".into()), ("initramfs.img".into(), "initramfs-6.1.img".into())]);
+        // `initramfs` without .img is libostree's second name.
+        let bare = find_kernel(&tree(&[("vmlinuz", "K"), ("initramfs", "I")]), "x").unwrap();
+        assert_eq!(bare.initramfs.as_deref(), Some("initramfs"));
+        assert_eq!(bare.bootcsum, plain.bootcsum, "the same contents, the same boot checksum");
+        // The FIPS HMAC is installed where dracut looks, outside the checksum.
+        let fips = find_kernel(&tree(&[("vmlinuz", "K"), ("initramfs.img", "I"), (".vmlinuz.hmac", "H")]), "x").unwrap();
+        assert!(fips.files().contains(&(".vmlinuz.hmac".into(), ".vmlinuz-6.1.hmac".into())));
+        assert_eq!(fips.bootcsum, plain.bootcsum);
+        // Without an initramfs.
+        let none = find_kernel(&tree(&[("vmlinuz", "K")]), "x").unwrap();
+        assert!(none.initramfs.is_none() && none.bootcsum != plain.bootcsum);
+    }
+
+    #[test]
+    fn a_symlinked_kernel_is_read_through_and_copied_as_a_file() {
+        let d = tree(&[("initramfs.img", "I")]);
+        d.create_dir_all("usr/share/kernel").unwrap();
+        d.write("usr/share/kernel/vmlinuz-real", "K").unwrap();
+        d.symlink("../../../share/kernel/vmlinuz-real", format!("{K}/vmlinuz")).unwrap();
+        let k = find_kernel(&d, "x").unwrap();
+        let plain = find_kernel(&tree(&[("vmlinuz", "K"), ("initramfs.img", "I")]), "x").unwrap();
+        assert_eq!(k.bootcsum, plain.bootcsum, "the boot checksum is of the contents");
+        // Installed: /boot gets the file, not a link into the tree.
+        d.create_dir_all("boot").unwrap();
+        assert!(install_kernel(&d, &d, "os", &k).unwrap());
+        let installed = format!("boot/ostree/os-{}/vmlinuz-6.1", k.bootcsum);
+        assert!(d.symlink_metadata(&installed).unwrap().is_file());
+        assert_eq!(d.read_to_string(&installed).unwrap(), "K");
+    }
+
+    #[test]
+    fn bad_kernel_symlinks_are_named() {
+        let d = tree(&[]);
+        d.symlink("vmlinuz-gone", format!("{K}/vmlinuz")).unwrap();
+        let e = err(&d);
+        assert!(e.contains("usr/lib/modules/6.1/vmlinuz is a dangling symlink (to vmlinuz-gone)"), "{e}");
+        let d = tree(&[]);
+        raw_symlink(&d, "/boot/vmlinuz-6.1", &format!("{K}/vmlinuz"));
+        let e = err(&d);
+        assert!(e.contains("leaves the deployment's tree"), "{e}");
+        let d = tree(&[]);
+        raw_symlink(&d, "../../../../../../etc/passwd", &format!("{K}/vmlinuz"));
+        assert!(err(&d).contains("leaves the deployment's tree"));
+        let d = tree(&[("vmlinuz", "K")]);
+        d.symlink("nowhere", format!("{K}/initramfs.img")).unwrap();
+        assert!(err(&d).contains("initramfs.img is a dangling symlink"));
+    }
 }

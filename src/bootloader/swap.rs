@@ -67,6 +67,9 @@ pub struct BootDeployment {
     pub kver: String,
     pub has_initramfs: bool,
     pub has_devicetree: bool,
+    /// Without an initramfs, the prepare-root the kernel runs as `init=`
+    /// (a path in the deployment, see [`pid1_init`]).
+    pub pid1_init: Option<String>,
     /// `PRETTY_NAME` of the deployment's os-release (else `ID`).
     pub os_name: String,
     /// The commit's `version` metadata.
@@ -96,6 +99,21 @@ pub struct SwapResult {
     pub bootversion: u32,
     pub subbootversion: u32,
     pub full: bool,
+}
+
+/// The prepare-roots a deployment without an initramfs can boot through as
+/// PID 1, in order of preference: libostree's (the path libostree writes
+/// into `init=`), then treeboot's static build.
+pub const PID1_INITS: [&str; 2] = ["usr/lib/ostree/ostree-prepare-root", "usr/lib/treeboot/treeboot-prepare-root-static"];
+
+/// The first of [`PID1_INITS`] that `deploy` has as a file.
+pub fn pid1_init(deploy: &Dir) -> Result<Option<String>> {
+    for p in PID1_INITS {
+        if deploy.symlink_metadata_optional(p)?.is_some_and(|m| m.is_file()) {
+            return Ok(Some(p.to_string()));
+        }
+    }
+    Ok(None)
 }
 
 /// Bootserials: for each deployment, how many earlier ones in the list share
@@ -134,11 +152,28 @@ pub fn entry_for(list: &[BootDeployment], index: usize, bootversion: u32, bootse
         title.push_str(&format!(" (ostree:{index})"));
     }
     let mut kargs = d.kargs.clone();
+    // (Before ostree=, where libostree puts it for a new entry.)
+    // Without an initramfs the kernel runs prepare-root itself, through the
+    // same boot link as ostree= (libostree writes init= this way, and keeps
+    // it right when the boot version changes); with one, an init= of that
+    // form inherited from such a deployment would skip the initramfs.
+    let ours = |v: &str| v.starts_with("/ostree/boot.") && PID1_INITS.iter().any(|p| v.ends_with(p));
+    match (&d.pid1_init, d.has_initramfs) {
+        (Some(p), false) => {
+            let arg = format!("init=/ostree/boot.{bootversion}/{}/{}/{bootserial}/{p}", d.stateroot, d.bootcsum);
+            kargs.replace(&arg).expect("init= is a valid argument");
+        }
+        (_, true) if kargs.get("init").is_some_and(ours) => {
+            kargs.remove_key("init");
+        }
+        _ => {}
+    }
     let ostree_arg = format!(
         "ostree=/ostree/boot.{bootversion}/{}/{}/{bootserial}",
         d.stateroot, d.bootcsum
     );
     kargs.replace(&ostree_arg).expect("ostree= is a valid argument");
+
     let bootdir = format!("/ostree/{}-{}", d.stateroot, d.bootcsum);
     let mut e = BlsEntry::default();
     e.set("title", title);
@@ -402,6 +437,7 @@ mod tests {
             kver: "6.1.0-test".into(),
             has_initramfs: true,
             has_devicetree: false,
+            pid1_init: None,
             os_name: "Test OS 1".into(),
             version: Some(version.into()),
         }

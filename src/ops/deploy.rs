@@ -190,6 +190,17 @@ pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode)
 
     check_etc_layout(&deploy, &csum)?;
     let k = kernel::find_kernel(&deploy, &format!("commit {csum}"))?;
+    // Without an initramfs the kernel must run a prepare-root as init.
+    let pid1 = match k.initramfs {
+        Some(_) => None,
+        None => Some(crate::bootloader::swap::pid1_init(&deploy)?.ok_or_else(|| {
+            anyhow!(
+                "commit {csum} has no initramfs in {} and no prepare-root to boot without one ({}): it could not boot",
+                k.srcdir,
+                crate::bootloader::swap::PID1_INITS.join(" or ")
+            )
+        })?),
+    };
     crate::timing::step("deploy: find kernel");
 
     // /etc: the new defaults with the admin's changes from the merge deployment.
@@ -218,6 +229,7 @@ pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode)
         kver: k.kver.clone(),
         has_initramfs: k.initramfs.is_some(),
         has_devicetree: k.devicetree.is_some(),
+        pid1_init: pid1,
         os_name: deployment_os_name(&deploy)?,
         version: version.clone(),
     };

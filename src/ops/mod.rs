@@ -110,6 +110,7 @@ pub fn boot_deployment(sysroot: &Sysroot, d: &Deployment) -> Result<BootDeployme
         kver,
         has_initramfs,
         has_devicetree,
+        pid1_init: if has_initramfs { None } else { swap::pid1_init(&deploy)? },
         os_name: deployment_os_name(&deploy)?,
         version: sysroot.commit_version(&d.csum)?,
     })

@@ -160,6 +160,18 @@ fn check_deployments(s: &Sysroot, r: &mut Report) -> Result<()> {
                 None => {}
             }
         }
+        // Without an initramfs the kernel runs init= from the physical root.
+        if entry.get("initrd").is_none() {
+            match d.kargs.get("init") {
+                None => r.errors.push(format!("{file}: no initrd and no init= argument: nothing would set up the deployment as the root")),
+                Some(p) => {
+                    let rel = p.trim_start_matches('/');
+                    if !s.root.metadata(rel).is_ok_and(|m| m.is_file()) {
+                        r.errors.push(format!("{file}: no initrd, and init={p} does not exist in {path}"));
+                    }
+                }
+            }
+        }
         if !s.root.symlink_metadata_optional(d.path().join("usr"))?.is_some_and(|m| m.is_dir()) {
             r.errors.push(format!("{file}: deployment {path}/{} has no usr/", d.path()));
         }
@@ -240,6 +252,26 @@ mod tests {
 
     fn verify_fixture(f: &Fixture) -> Report {
         verify_at(f.root.try_clone().unwrap(), Utf8Path::new("/fixture"), RunState::at(f.run.try_clone().unwrap())).unwrap()
+    }
+
+    /// An entry without `initrd`: the kernel runs `init=`, which must exist.
+    #[test]
+    fn without_an_initramfs_init_must_be_there() {
+        let f = Fixture::new(&[('a', '1')]);
+        let entry = format!("boot/loader.1/entries/ostree-1-{OS}.conf");
+        let plain: String = f.root.read_to_string(&entry).unwrap().lines().filter(|l| !l.starts_with("initrd")).map(|l| format!("{l}\n")).collect();
+        f.root.write(&entry, &plain).unwrap();
+        let e = verify_fixture(&f).errors.join("\n");
+        assert!(e.contains("ostree-1-os.conf: no initrd and no init= argument"), "{e}");
+        let p = format!("/ostree/boot.1/{OS}/{}/0/usr/lib/ostree/ostree-prepare-root", csum('1'));
+        f.root.write(&entry, plain.replace("options root=LABEL=r", &format!("options root=LABEL=r init={p}"))).unwrap();
+        let e = verify_fixture(&f).errors.join("\n");
+        assert!(e.contains(&format!("no initrd, and init={p} does not exist in /fixture")), "{e}");
+        let d = format!("ostree/deploy/{OS}/deploy/{}.0", csum('a'));
+        f.root.create_dir_all(format!("{d}/usr/lib/ostree")).unwrap();
+        f.root.write(format!("{d}/usr/lib/ostree/ostree-prepare-root"), "#!").unwrap();
+        let r = verify_fixture(&f);
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
     }
 
     #[test]

@@ -579,14 +579,16 @@ pub(crate) mod fixture {
                 root.create_dir_all(format!("ostree/boot.1.0/{OS}/{}", csum(*b))).unwrap();
                 root.symlink(format!("../../../deploy/{OS}/deploy/{name}"), &link).unwrap();
                 let entry = format!(
-                    "title OS {c} (ostree:{i})\nversion {}\noptions root=LABEL=r ostree=/ostree/boot.1/{OS}/{}/{bs}\nlinux /ostree/{OS}-{}/vmlinuz-6.1\n",
+                    "title OS {c} (ostree:{i})\nversion {}\noptions root=LABEL=r ostree=/ostree/boot.1/{OS}/{}/{bs}\nlinux /ostree/{OS}-{}/vmlinuz-6.1\ninitrd /ostree/{OS}-{}/initramfs-6.1.img\n",
                     n - i,
+                    csum(*b),
                     csum(*b),
                     csum(*b)
                 );
                 root.write(format!("boot/loader.1/entries/ostree-{}-{OS}.conf", n - i), entry).unwrap();
                 root.create_dir_all(format!("boot/ostree/{OS}-{}", csum(*b))).unwrap();
                 root.write(format!("boot/ostree/{OS}-{}/vmlinuz-6.1", csum(*b)), "kernel").unwrap();
+                root.write(format!("boot/ostree/{OS}-{}/initramfs-6.1.img", csum(*b)), "initramfs").unwrap();
                 *bs += 1;
             }
             Self { root, run }

@@ -34,6 +34,9 @@ pub struct Kernel {
     /// `.vmlinuz-$kver.hmac` beside the kernel, where dracut's fips module
     /// looks for it; not part of the boot checksum (as in libostree).
     pub hmac: Option<String>,
+    /// A `dtb/` directory of device trees (when there is no single
+    /// `devicetree`): copied whole into /boot, named by `fdtdir`.
+    pub dtb: bool,
     pub bootcsum: String,
 }
 
@@ -141,6 +144,7 @@ pub fn find_kernel(deploy: &Dir, display: &str) -> Result<Kernel> {
         }
     }
     let devicetree = kernel_file(deploy, &srcdir, "devicetree", display)?.map(|_| "devicetree".to_string());
+    let dtb = devicetree.is_none() && deploy.symlink_metadata_optional(srcdir.join("dtb").as_std_path())?.is_some_and(|m| m.is_dir());
     let hmac = kernel_file(deploy, &srcdir, ".vmlinuz.hmac", display)?.map(|_| ".vmlinuz.hmac".to_string());
     // bootcsum: sha256 over vmlinuz, then the initramfs, then the devicetree
     // (through symlinks: their contents, as libostree reads them).
@@ -152,6 +156,9 @@ pub fn find_kernel(deploy: &Dir, display: &str) -> Result<Kernel> {
     if let Some(d) = &devicetree {
         hash_file(deploy, &srcdir.join(d), &mut h)?;
     }
+    if dtb {
+        hash_dir(deploy, &srcdir.join("dtb"), display, &mut h)?;
+    }
     Ok(Kernel {
         kver,
         srcdir,
@@ -159,8 +166,98 @@ pub fn find_kernel(deploy: &Dir, display: &str) -> Result<Kernel> {
         initramfs,
         devicetree,
         hmac,
+        dtb,
         bootcsum: hex::encode(h.finalize()),
     })
+}
+
+/// The names in `rel`, sorted by bytes (libostree sorts with strcmp).
+fn sorted_names(deploy: &Dir, rel: &Utf8Path) -> Result<Vec<String>> {
+    let d = deploy.open_dir(rel.as_std_path()).with_context(|| format!("Opening {rel}"))?;
+    let mut names = Vec::new();
+    for n in fsutil::read_names(&d)? {
+        names.push(n.into_string().map_err(|n| anyhow!("{rel}/{}: a name that is not UTF-8", n.to_string_lossy()))?);
+    }
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
+}
+
+/// A device tree directory into the boot checksum, as libostree's
+/// `checksum_dir_recurse` does: names in byte order, directories
+/// recursed, files and the targets of symlinks hashed (a dangling symlink
+/// adds nothing). Anything else (a FIFO, a device node) is refused: libostree
+/// would block opening a FIFO.
+fn hash_dir(deploy: &Dir, rel: &Utf8Path, display: &str, h: &mut Sha256) -> Result<()> {
+    for name in sorted_names(deploy, rel)? {
+        let p = rel.join(&name);
+        let m = deploy.symlink_metadata(p.as_std_path())?;
+        if m.is_dir() {
+            hash_dir(deploy, &p, display, h)?;
+        } else if m.is_file() {
+            hash_file(deploy, &p, h)?;
+        } else if m.is_symlink() {
+            match deploy.metadata(p.as_std_path()) {
+                Ok(t) if t.is_file() => {
+                    hash_file(deploy, &p, h)?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Ok(_) => bail!("{display}: {p} is a symlink to something that is not a regular file"),
+                Err(_) => bail!("{display}: {p} is a symlink that leaves the deployment's tree"),
+            }
+        } else {
+            bail!("{display}: {p} is not a regular file, a symlink or a directory");
+        }
+    }
+    Ok(())
+}
+
+/// Copy the device tree directory `rel` of the deployment to `name` in
+/// `dst`: directories with their mode and owner, files copied and synced,
+/// symlinks as symlinks (as libostree's `copy_dir_recurse`, without xattrs).
+fn copy_dtb(deploy: &Dir, rel: &Utf8Path, dst: &Dir, name: &str) -> Result<u64> {
+    use cap_std_ext::cap_std::fs::{MetadataExt, PermissionsExt};
+    let m = deploy.symlink_metadata(rel.as_std_path())?;
+    dst.create_dir(name).with_context(|| format!("Creating {name}"))?;
+    let sub = dst.open_dir(name)?;
+    let mut bytes = 0;
+    for child in sorted_names(deploy, rel)? {
+        let p = rel.join(&child);
+        let cm = deploy.symlink_metadata(p.as_std_path())?;
+        if cm.is_dir() {
+            bytes += copy_dtb(deploy, &p, &sub, &child)?;
+        } else if cm.is_file() {
+            let s = fsutil::open_file_nofollow(deploy, p.as_std_path().as_os_str()).with_context(|| format!("Opening {p}"))?;
+            let d = rustix::fs::openat(&sub, child.as_str(), OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC, Mode::from_raw_mode(0o600))?;
+            fsutil::copy_fd_contents(&s, &d).map_err(|e| anyhow!(e).context(format!("Copying {p}")))?;
+            rustix::fs::fchown(&d, Some(rustix::fs::Uid::from_raw(cm.uid())), Some(rustix::fs::Gid::from_raw(cm.gid())))?;
+            rustix::fs::fchmod(&d, Mode::from_raw_mode(cm.mode() & 0o7777))?;
+            rustix::fs::fdatasync(&d).with_context(|| format!("Syncing {name}/{child}"))?;
+            bytes += cm.len();
+        } else if cm.is_symlink() {
+            let target = deploy.read_link_contents(p.as_std_path())?;
+            rustix::fs::symlinkat(target.as_path(), &sub, child.as_str()).with_context(|| format!("Creating symlink {name}/{child}"))?;
+        }
+    }
+    sub.set_permissions(".", cap_std_ext::cap_std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
+    let fd = rustix::fs::openat(&sub, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    rustix::fs::fchown(&fd, Some(rustix::fs::Uid::from_raw(m.uid())), Some(rustix::fs::Gid::from_raw(m.gid())))?;
+    rustix::fs::fsync(&fd)?;
+    Ok(bytes)
+}
+
+/// Bytes a device tree directory takes (its files).
+fn dir_size(deploy: &Dir, rel: &Utf8Path) -> Result<u64> {
+    let mut total = 0;
+    for name in sorted_names(deploy, rel)? {
+        let p = rel.join(&name);
+        let m = deploy.symlink_metadata(p.as_std_path())?;
+        if m.is_dir() {
+            total += dir_size(deploy, &p)?;
+        } else if m.is_file() {
+            total += m.len();
+        }
+    }
+    Ok(total)
 }
 
 /// Bytes the kernel files take.
@@ -168,6 +265,9 @@ pub fn kernel_size(deploy: &Dir, k: &Kernel) -> Result<u64> {
     let mut total = 0;
     for (src, _) in k.files() {
         total += deploy.metadata(k.srcdir.join(&src).as_std_path())?.len();
+    }
+    if k.dtb {
+        total += dir_size(deploy, &k.srcdir.join("dtb"))?;
     }
     Ok(total)
 }
@@ -258,6 +358,9 @@ pub fn install_kernel(sysroot: &Dir, deploy: &Dir, stateroot: &str, k: &Kernel) 
             rustix::fs::fdatasync(&d).with_context(|| format!("Syncing {dname}"))?;
         }
     }
+    if k.dtb {
+        copy_dtb(deploy, &k.srcdir.join("dtb"), &tmp, "dtb")?;
+    }
     let tmpfd = rustix::fs::openat(&tmp, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
     rustix::fs::fsync(&tmpfd)?;
     failpoint::hit("kernel::before-rename");
@@ -345,5 +448,36 @@ mod tests {
         let d = tree(&[("vmlinuz", "K")]);
         d.symlink("nowhere", format!("{K}/initramfs.img")).unwrap();
         assert!(err(&d).contains("initramfs.img is a dangling symlink"));
+    }
+
+    #[test]
+    fn a_device_tree_directory() {
+        let d = tree(&[("vmlinuz", "K"), ("initramfs.img", "I")]);
+        d.create_dir_all(format!("{K}/dtb/vendor")).unwrap();
+        d.write(format!("{K}/dtb/vendor/a.dtb"), "A").unwrap();
+        let k = find_kernel(&d, "x").unwrap();
+        assert!(k.dtb && k.devicetree.is_none());
+        let plain = find_kernel(&tree(&[("vmlinuz", "K"), ("initramfs.img", "I")]), "x").unwrap();
+        assert_ne!(k.bootcsum, plain.bootcsum, "the device trees are part of the boot checksum");
+        d.create_dir_all("boot").unwrap();
+        install_kernel(&d, &d, "os", &k).unwrap();
+        assert_eq!(d.read_to_string(format!("boot/ostree/os-{}/dtb/vendor/a.dtb", k.bootcsum)).unwrap(), "A");
+        // A single devicetree file wins, as in libostree.
+        d.write(format!("{K}/devicetree"), "DT").unwrap();
+        let k = find_kernel(&d, "x").unwrap();
+        assert!(!k.dtb && k.devicetree.is_some());
+    }
+
+    #[test]
+    fn junk_in_a_device_tree_directory_is_named() {
+        let d = tree(&[("vmlinuz", "K")]);
+        d.create_dir_all(format!("{K}/dtb")).unwrap();
+        rustix::fs::mknodat(d.as_fd(), format!("{K}/dtb/pipe").as_str(), rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o644), 0).unwrap();
+        let e = err(&d);
+        assert!(e.contains("usr/lib/modules/6.1/dtb/pipe is not a regular file, a symlink or a directory"), "{e}");
+        let d = tree(&[("vmlinuz", "K")]);
+        d.create_dir_all(format!("{K}/dtb")).unwrap();
+        raw_symlink(&d, "/etc/shadow", &format!("{K}/dtb/x.dtb"));
+        assert!(err(&d).contains("dtb/x.dtb is a symlink that leaves the deployment's tree"));
     }
 }

@@ -67,6 +67,8 @@ pub struct BootDeployment {
     pub kver: String,
     pub has_initramfs: bool,
     pub has_devicetree: bool,
+    /// A `dtb/` directory in the kernel directory (`fdtdir`).
+    pub has_dtb: bool,
     /// Without an initramfs, the prepare-root the kernel runs as `init=`
     /// (a path in the deployment, see [`pid1_init`]).
     pub pid1_init: Option<String>,
@@ -185,6 +187,11 @@ pub fn entry_for(list: &[BootDeployment], index: usize, bootversion: u32, bootse
     e.set("linux", format!("{bootdir}/vmlinuz-{}", d.kver));
     if d.has_initramfs {
         e.set("initrd", format!("{bootdir}/initramfs-{}.img", d.kver));
+    }
+    // libostree writes it among the keys its parser does not order, after
+    // initrd (ostree#1900).
+    if d.has_dtb && !d.has_devicetree {
+        e.set("fdtdir", format!("{bootdir}/dtb"));
     }
     let fname = if opts.bootloader_naming_1 {
         format!("ostree-{}-{}.conf", n - index, d.stateroot)
@@ -437,6 +444,7 @@ mod tests {
             kver: "6.1.0-test".into(),
             has_initramfs: true,
             has_devicetree: false,
+            has_dtb: false,
             pid1_init: None,
             os_name: "Test OS 1".into(),
             version: Some(version.into()),

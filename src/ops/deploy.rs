@@ -229,6 +229,7 @@ pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode)
         kver: k.kver.clone(),
         has_initramfs: k.initramfs.is_some(),
         has_devicetree: k.devicetree.is_some(),
+        has_dtb: k.dtb,
         pid1_init: pid1,
         os_name: deployment_os_name(&deploy)?,
         version: version.clone(),

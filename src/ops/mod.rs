@@ -79,7 +79,9 @@ pub fn deployment_os_name(deploy: &Dir) -> Result<String> {
 /// The kernel version installed for an existing deployment, from the names
 /// in its `/boot/ostree/$stateroot-$bootcsum/` directory.
 #[context("Reading /boot/ostree/{}-{}", d.stateroot, d.bootcsum)]
-pub(crate) fn installed_kernel(root: &Dir, d: &Deployment) -> Result<(String, bool, bool)> {
+/// (kver, initramfs, devicetree, dtb directory) of a deployment's kernel
+/// directory in /boot.
+pub(crate) fn installed_kernel(root: &Dir, d: &Deployment) -> Result<(String, bool, bool, bool)> {
     let dir = root
         .open_dir(format!("boot/ostree/{}-{}", d.stateroot, d.bootcsum))
         .map_err(|e| anyhow!("kernel directory of deployment {} is missing: {e}", d.name()))?;
@@ -94,12 +96,13 @@ pub(crate) fn installed_kernel(root: &Dir, d: &Deployment) -> Result<(String, bo
         .to_string();
     let initramfs = names.contains(&format!("initramfs-{kver}.img"));
     let dt = names.contains(&format!("devicetree-{kver}"));
-    Ok((kver, initramfs, dt))
+    let dtb = dir.symlink_metadata_optional("dtb")?.is_some_and(|m| m.is_dir());
+    Ok((kver, initramfs, dt, dtb))
 }
 
 /// The swap's view of an existing deployment.
 pub fn boot_deployment(sysroot: &Sysroot, d: &Deployment) -> Result<BootDeployment> {
-    let (kver, has_initramfs, has_devicetree) = installed_kernel(&sysroot.root, d)?;
+    let (kver, has_initramfs, has_devicetree, has_dtb) = installed_kernel(&sysroot.root, d)?;
     let deploy = fsutil::open_subdir(&sysroot.root, sysroot.path.as_str(), d.path())?;
     Ok(BootDeployment {
         stateroot: d.stateroot.clone(),
@@ -110,6 +113,7 @@ pub fn boot_deployment(sysroot: &Sysroot, d: &Deployment) -> Result<BootDeployme
         kver,
         has_initramfs,
         has_devicetree,
+        has_dtb,
         pid1_init: if has_initramfs { None } else { swap::pid1_init(&deploy)? },
         os_name: deployment_os_name(&deploy)?,
         version: sysroot.commit_version(&d.csum)?,

@@ -1,6 +1,9 @@
 # Helpers sourced by the kola tests (the harness copies this file beside them).
-booted_csum() { treeboot status --json | tr -d ' \n' | grep -o '"checksum":"[0-9a-f]*","serial":[0-9]*,"refspec":"[^"]*","version":"[^"]*","booted":true' | sed 's/.*"checksum":"\([0-9a-f]*\)".*/\1/'; }
-booted_version() { treeboot status --json | tr -d ' \n' | grep -o '"version":"[^"]*","booted":true' | sed 's/"version":"\([^"]*\)".*/\1/'; }
+# The booted deployment's object of `treeboot status --json` (the objects
+# are flat: one per line once split at "},{"), then one field of it.
+booted_object() { treeboot status --json | tr -d ' \n' | sed 's/},{/}\n{/g' | grep '"booted":true'; }
+booted_csum() { booted_object | grep -o '"checksum":"[0-9a-f]*"' | cut -d'"' -f4; }
+booted_version() { booted_object | grep -o '"version":"[^"]*"' | cut -d'"' -f4; }
 # A new commit on debian/test: the booted tree, /usr/share/kola/version
 # holding VERSION, and the files of OVERLAY-DIR if one is given.
 # No --no-xattrs (or any other filter): with one, ostree rewrites the

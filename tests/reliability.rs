@@ -172,12 +172,19 @@ set -m
 FAILPOINTS='swap::frozen=1*sleep({sleep_ms})' {env} $TB --sysroot $S deploy testos/v2 >/dev/null 2>$log &
 pid=$!
 set +m
-# Frozen: a write to /boot blocks (uninterruptible sleep) for a while.
+# Frozen: a write to /boot blocks (uninterruptible sleep), and keeps
+# blocking. On a loaded machine a write can sit in D for a moment on I/O
+# alone, and a signal sent before the writer has even exec'd is lost: so
+# the writer must be treeboot (or the treeboot-writer it execs) already,
+# and the probe still blocked 2 s on.
 frozen=""
 for i in $(seq 150); do
     touch $S/boot/probe-$i & w=$!
     sleep 0.3
-    if grep -q '^State:.*D' /proc/$w/status 2>/dev/null; then frozen=1; break; fi
+    if grep -q '^State:.*D' /proc/$w/status 2>/dev/null && readlink /proc/$pid/exe | grep -q '/treeboot[^/]*$'; then
+        sleep 2
+        if grep -q '^State:.*D' /proc/$w/status 2>/dev/null; then frozen=1; break; fi
+    fi
     wait $w
 done
 [ -n "$frozen" ] || {{ echo "never froze"; cat $log; exit 1; }}

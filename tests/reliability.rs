@@ -169,7 +169,10 @@ log=$S/../writer.log
 # at its default (as a command run from a terminal), not ignored as in the
 # background jobs of a script.
 set -m
-FAILPOINTS='swap::frozen=1*sleep({sleep_ms})' {env} $TB --sysroot $S deploy testos/v2 >/dev/null 2>$log &
+# SIGINT and SIGQUIT at their defaults whatever this test inherited: a make
+# or CI runner started in the background passes them on ignored, and a
+# shell does not un-ignore them for its jobs.
+FAILPOINTS='swap::frozen=1*sleep({sleep_ms})' {env} env --default-signal=INT,QUIT $TB --sysroot $S deploy testos/v2 >/dev/null 2>$log &
 pid=$!
 set +m
 # Frozen: a write to /boot blocks (uninterruptible sleep), and keeps

@@ -41,6 +41,14 @@ fn edit_etc(sysroot: &Path) {
     std::os::unix::fs::symlink("../usr/share/zoneinfo/Europe/Paris", etc.join("localtime")).unwrap();
 }
 
+/// treeboot asked for the entry names Debian bookworm's ostree 2022.7
+/// writes (before 2024.5), to compare trees with it.
+fn tb_as_2022_7(root: &Path) -> Command {
+    let mut c = tb(root);
+    c.env("OSTREE_SYSROOT_OPTS", "bootloader-naming-1");
+    c
+}
+
 fn compare(step: &str, a: &Path, b: &Path) {
     let (sa, sb) = (snapshot(a), snapshot(b));
     let d = snapshot_diff(&sa, &sb);
@@ -79,9 +87,7 @@ fn same_tree_as_ostree_admin_through_a_lifecycle() {
             edit_etc(&b);
         } else {
             run(ostree_admin(&a).args(&st.ostree));
-            // Debian bookworm's ostree 2022.7 names entries as before
-            // 2024.5: treeboot is asked for the same names.
-            run(tb(&b).env("OSTREE_SYSROOT_OPTS", "bootloader-naming-1").args(&st.treeboot));
+            run(tb_as_2022_7(&b).args(&st.treeboot));
         }
         compare(st.what, &a, &b);
         assert_eq!(ostree_status_names(&a), ostree_status_names(&b), "after {}: ostree admin status differs", st.what);
@@ -148,7 +154,7 @@ fn kernel_layouts_match_ostree() {
     copy_sysroot(&base, &a);
     copy_sysroot(&base, &b);
     run(ostree_admin(&a).args(["deploy", "--os=testos", "--karg=root=LABEL=root", "testos/fips"]));
-    run(tb(&b).env("OSTREE_SYSROOT_OPTS", "bootloader-naming-1").args(["deploy", "--os", "testos", "--karg", "root=LABEL=root", "testos/fips"]));
+    run(tb_as_2022_7(&b).args(["deploy", "--os", "testos", "--karg", "root=LABEL=root", "testos/fips"]));
     // One known difference, filtered here and nowhere else: libostree
     // (2022.7, and install_into_boot in today's ostree-sysroot-deploy.c)
     // hardlinks the symlink itself into /boot when /boot is the same file
@@ -188,7 +194,7 @@ fn a_kernel_without_initramfs_boots_prepare_root_as_init() {
     copy_sysroot(&base, &b);
     for (what, r) in [("deploy without initramfs", "testos/bare"), ("again: the boot version flips", "testos/bare2")] {
         run(ostree_admin(&a).args(["deploy", "--os=testos", "--karg=root=LABEL=root", r]));
-        run(tb(&b).env("OSTREE_SYSROOT_OPTS", "bootloader-naming-1").args(["deploy", "--os", "testos", "--karg", "root=LABEL=root", r]));
+        run(tb_as_2022_7(&b).args(["deploy", "--os", "testos", "--karg", "root=LABEL=root", r]));
         compare(what, &a, &b);
         run(tb(&b).arg("verify"));
     }
@@ -199,7 +205,7 @@ fn a_kernel_without_initramfs_boots_prepare_root_as_init() {
     // exists; systemd in the initramfs would exec it after switch-root.
     // treeboot drops an init= of that form when there is an initramfs.
     run(ostree_admin(&a).args(["deploy", "--os=testos", "testos/v1"]));
-    run(tb(&b).env("OSTREE_SYSROOT_OPTS", "bootloader-naming-1").args(["deploy", "--os", "testos", "testos/v1"]));
+    run(tb_as_2022_7(&b).args(["deploy", "--os", "testos", "testos/v1"]));
     let (mut sa, sb) = (snapshot(&a), snapshot(&b));
     let key = "boot/loader.1/entries/ostree-2-testos.conf".to_string();
     let theirs = sa.get(&key).unwrap().clone();
@@ -237,7 +243,7 @@ fn a_device_tree_directory_matches_ostree() {
     copy_sysroot(&base, &a);
     copy_sysroot(&base, &b);
     run(ostree_admin(&a).args(["deploy", "--os=testos", "--karg=root=LABEL=root", "testos/dtb"]));
-    run(tb(&b).env("OSTREE_SYSROOT_OPTS", "bootloader-naming-1").args(["deploy", "--os", "testos", "--karg", "root=LABEL=root", "testos/dtb"]));
+    run(tb_as_2022_7(&b).args(["deploy", "--os", "testos", "--karg", "root=LABEL=root", "testos/dtb"]));
     compare("deploy with a dtb/ directory", &a, &b);
     let entry = std::fs::read_to_string(b.join("boot/loader/entries/ostree-1-testos.conf")).unwrap();
     assert!(entry.lines().last().unwrap().starts_with("fdtdir /ostree/testos-"), "{entry}");

@@ -60,24 +60,24 @@ impl Kernel {
     }
 }
 
-/// What `name` in the kernel directory `kd` (shown as `shown`) is: None when
-/// absent; a regular file, directly or through symlinks that stay inside
-/// the deployment (libostree follows them too); an error naming it for a
-/// dangling symlink, one that leaves the tree, or anything else. `deploy`
-/// is the deployment root, the sandbox symlinks resolve in (an absolute
-/// target cannot be followed safely and is refused).
-fn kernel_file(deploy: &Dir, srcdir: &Utf8Path, name: &str, shown: &str) -> Result<Option<bool>> {
+/// Whether the kernel directory `srcdir` has `name`: false when absent;
+/// true for a regular file, directly or through symlinks that stay inside
+/// the deployment (libostree follows them too); an error naming it (with
+/// `shown`) for a dangling symlink, one that leaves the tree, or anything
+/// else. `deploy` is the deployment root, the sandbox symlinks resolve in
+/// (an absolute target cannot be followed safely and is refused).
+fn kernel_file(deploy: &Dir, srcdir: &Utf8Path, name: &str, shown: &str) -> Result<bool> {
     let rel = srcdir.join(name);
-    let Some(m) = deploy.symlink_metadata_optional(rel.as_std_path())? else { return Ok(None) };
+    let Some(m) = deploy.symlink_metadata_optional(rel.as_std_path())? else { return Ok(false) };
     if m.is_file() {
-        return Ok(Some(false));
+        return Ok(true);
     }
     if !m.is_symlink() {
         bail!("{shown}/{rel} is not a regular file");
     }
     let target = deploy.read_link_contents(rel.as_std_path()).map(|t| t.display().to_string()).unwrap_or_default();
     match deploy.metadata(rel.as_std_path()) {
-        Ok(t) if t.is_file() => Ok(Some(true)),
+        Ok(t) if t.is_file() => Ok(true),
         Ok(_) => bail!("{shown}/{rel} is a symlink to {target}, which is not a regular file"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!("{shown}/{rel} is a dangling symlink (to {target})"),
         Err(_) => bail!("{shown}/{rel} is a symlink to {target}, which leaves the deployment's tree"),
@@ -110,7 +110,7 @@ pub fn find_kernel(deploy: &Dir, display: &str) -> Result<Kernel> {
                 continue;
             }
             let srcdir = Utf8PathBuf::from(format!("usr/lib/modules/{kver}"));
-            if kernel_file(deploy, &srcdir, "vmlinuz", display)?.is_some() {
+            if kernel_file(deploy, &srcdir, "vmlinuz", display)? {
                 found.push(kver);
             }
         }
@@ -136,16 +136,14 @@ pub fn find_kernel(deploy: &Dir, display: &str) -> Result<Kernel> {
         ),
     };
     let srcdir = Utf8PathBuf::from(format!("usr/lib/modules/{kver}"));
-    let mut initramfs = None;
-    for name in ["initramfs.img", "initramfs"] {
-        if kernel_file(deploy, &srcdir, name, display)?.is_some() {
-            initramfs = Some(name.to_string());
-            break;
-        }
-    }
-    let devicetree = kernel_file(deploy, &srcdir, "devicetree", display)?.map(|_| "devicetree".to_string());
+    let present = |name: &str| -> Result<Option<String>> { Ok(kernel_file(deploy, &srcdir, name, display)?.then(|| name.to_string())) };
+    let initramfs = match present("initramfs.img")? {
+        Some(i) => Some(i),
+        None => present("initramfs")?,
+    };
+    let devicetree = present("devicetree")?;
     let dtb = devicetree.is_none() && deploy.symlink_metadata_optional(srcdir.join("dtb").as_std_path())?.is_some_and(|m| m.is_dir());
-    let hmac = kernel_file(deploy, &srcdir, ".vmlinuz.hmac", display)?.map(|_| ".vmlinuz.hmac".to_string());
+    let hmac = present(".vmlinuz.hmac")?;
     // bootcsum: sha256 over vmlinuz, then the initramfs, then the devicetree
     // (through symlinks: their contents, as libostree reads them).
     let mut h = Sha256::new();
@@ -214,17 +212,16 @@ fn hash_dir(deploy: &Dir, rel: &Utf8Path, display: &str, h: &mut Sha256) -> Resu
 /// Copy the device tree directory `rel` of the deployment to `name` in
 /// `dst`: directories with their mode and owner, files copied and synced,
 /// symlinks as symlinks (as libostree's `copy_dir_recurse`, without xattrs).
-fn copy_dtb(deploy: &Dir, rel: &Utf8Path, dst: &Dir, name: &str) -> Result<u64> {
+fn copy_dtb(deploy: &Dir, rel: &Utf8Path, dst: &Dir, name: &str) -> Result<()> {
     use cap_std_ext::cap_std::fs::{MetadataExt, PermissionsExt};
     let m = deploy.symlink_metadata(rel.as_std_path())?;
     dst.create_dir(name).with_context(|| format!("Creating {name}"))?;
     let sub = dst.open_dir(name)?;
-    let mut bytes = 0;
     for child in sorted_names(deploy, rel)? {
         let p = rel.join(&child);
         let cm = deploy.symlink_metadata(p.as_std_path())?;
         if cm.is_dir() {
-            bytes += copy_dtb(deploy, &p, &sub, &child)?;
+            copy_dtb(deploy, &p, &sub, &child)?;
         } else if cm.is_file() {
             let s = fsutil::open_file_nofollow(deploy, p.as_std_path().as_os_str()).with_context(|| format!("Opening {p}"))?;
             let d = rustix::fs::openat(&sub, child.as_str(), OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC, Mode::from_raw_mode(0o600))?;
@@ -232,7 +229,6 @@ fn copy_dtb(deploy: &Dir, rel: &Utf8Path, dst: &Dir, name: &str) -> Result<u64> 
             rustix::fs::fchown(&d, Some(rustix::fs::Uid::from_raw(cm.uid())), Some(rustix::fs::Gid::from_raw(cm.gid())))?;
             rustix::fs::fchmod(&d, Mode::from_raw_mode(cm.mode() & 0o7777))?;
             rustix::fs::fdatasync(&d).with_context(|| format!("Syncing {name}/{child}"))?;
-            bytes += cm.len();
         } else if cm.is_symlink() {
             let target = deploy.read_link_contents(p.as_std_path())?;
             rustix::fs::symlinkat(target.as_path(), &sub, child.as_str()).with_context(|| format!("Creating symlink {name}/{child}"))?;
@@ -242,7 +238,7 @@ fn copy_dtb(deploy: &Dir, rel: &Utf8Path, dst: &Dir, name: &str) -> Result<u64> 
     let fd = rustix::fs::openat(&sub, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
     rustix::fs::fchown(&fd, Some(rustix::fs::Uid::from_raw(m.uid())), Some(rustix::fs::Gid::from_raw(m.gid())))?;
     rustix::fs::fsync(&fd)?;
-    Ok(bytes)
+    Ok(())
 }
 
 /// Bytes a device tree directory takes (its files).

@@ -125,8 +125,10 @@ fn added_directory_chain_keeps_unusual_modes_and_owners() {
 #[test]
 fn missing_parents_of_a_modified_file_are_created_like_current() {
     // The new defaults dropped the directory; the admin modified a file in it.
-    let t = trees(&[("svc/conf.d/x.conf", "default\n")]);
-    chmod(&t.cur.join("svc"), 0o751);
+    let t = trees(&[("svc/conf.d/x.conf", "default\n"), ("svc/other.conf", "o\n")]);
+    for d in [&t.old, &t.cur] {
+        chmod(&d.join("svc"), 0o751);
+    }
     put(&t.cur.join("svc/conf.d/x.conf"), "mine\n");
     std::fs::remove_dir_all(t.new.join("svc")).unwrap();
     let plan = t.plan();
@@ -134,6 +136,74 @@ fn missing_parents_of_a_modified_file_are_created_like_current() {
     let etc = t.merge();
     assert_eq!(read(&etc.join("svc/conf.d/x.conf")), "mine\n");
     assert_eq!(std::fs::metadata(etc.join("svc")).unwrap().mode() & 0o7777, 0o751);
+    // Only what the admin changed comes back, not the rest of the dropped directory.
+    assert!(!etc.join("svc/other.conf").exists());
+}
+
+fn setfattr(p: &Path, name: &str, value: &str) {
+    let ok = std::process::Command::new("setfattr").args(["-n", name, "-v", value]).arg(p).status();
+    if !ok.map(|s| s.success()).unwrap_or(false) {
+        // setfattr (package attr) is installed by hack/install-deps; a file
+        // system without user xattrs cannot run these tests.
+        panic!("setfattr failed on {}: install `attr` and use a file system with user xattrs", p.display());
+    }
+}
+
+fn getfattr(p: &Path, name: &str) -> String {
+    let out = std::process::Command::new("getfattr").args(["--only-values", "-n", name]).arg(p).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_directory_whose_mode_or_owner_changed_is_a_modification() {
+    let t = trees(&[("ssh/sshd_config", "c\n"), ("ssh/moduli", "m\n"), ("cron.d/job", "j\n")]);
+    chmod(&t.cur.join("ssh"), 0o700);
+    std::os::unix::fs::chown(t.cur.join("cron.d"), Some(0), Some(9)).unwrap();
+    put(&t.new.join("ssh/sshd_config"), "new default\n");
+    let d = etcmerge::diff(dir(&t.old), dir(&t.cur)).unwrap();
+    let how = |p: &str| d.changes.iter().find(|c| c.path == Path::new(p)).map(|c| c.how.clone());
+    assert_eq!(how("ssh"), Some(vec!["mode"]));
+    assert_eq!(how("cron.d"), Some(vec!["owner"]));
+    assert_eq!(how("ssh/sshd_config"), None, "{:?}", d.changes);
+    let plan = t.plan();
+    assert!(plan.actions.contains(&Action::SetAttrs { path: "ssh".into() }), "{:?}", plan.actions);
+    let etc = t.merge();
+    // The tightened directory keeps its mode; its untouched files follow the new defaults.
+    assert_eq!(std::fs::metadata(etc.join("ssh")).unwrap().mode() & 0o7777, 0o700);
+    assert_eq!(read(&etc.join("ssh/sshd_config")), "new default\n");
+    assert_eq!(std::fs::metadata(etc.join("cron.d")).unwrap().gid(), 9);
+}
+
+#[test]
+fn a_changed_directory_the_new_defaults_drop_is_kept_whole() {
+    let t = trees(&[("app/a.conf", "a\n"), ("app/gone.conf", "g\n"), ("app/sub/b.conf", "b\n"), ("keep", "k\n")]);
+    chmod(&t.cur.join("app"), 0o750);
+    put(&t.cur.join("app/sub/b.conf"), "local b\n");
+    std::fs::remove_file(t.cur.join("app/gone.conf")).unwrap();
+    std::fs::remove_dir_all(t.new.join("app")).unwrap();
+    let plan = t.plan();
+    assert_eq!(
+        plan.actions,
+        vec![Action::Copy { path: "app".into(), ftype: etcmerge::EntryType::Directory }],
+        "one copy of the whole directory, nothing under it"
+    );
+    assert_eq!((plan.summary.modified, plan.summary.removed), (2, 1));
+    let etc = t.merge();
+    assert_eq!(std::fs::metadata(etc.join("app")).unwrap().mode() & 0o7777, 0o750);
+    assert_eq!(read(&etc.join("app/a.conf")), "a\n");
+    assert_eq!(read(&etc.join("app/sub/b.conf")), "local b\n");
+    assert!(!etc.join("app/gone.conf").exists());
+}
+
+#[test]
+fn a_changed_directory_where_the_new_defaults_have_a_file_replaces_it() {
+    let t = trees(&[("d/x", "x\n")]);
+    chmod(&t.cur.join("d"), 0o700);
+    std::fs::remove_dir_all(t.new.join("d")).unwrap();
+    put(&t.new.join("d"), "now a file\n");
+    let etc = t.merge();
+    assert!(etc.join("d").is_dir());
+    assert_eq!(read(&etc.join("d/x")), "x\n");
 }
 
 #[test]
@@ -155,20 +225,23 @@ fn owner_only_and_mode_only_changes() {
 }
 
 #[test]
-fn xattrs_are_compared_and_copied() {
-    let t = trees(&[("x", "1\n")]);
-    let p = t.cur.join("x");
-    let ok = std::process::Command::new("setfattr").args(["-n", "user.treeboot", "-v", "yes"]).arg(&p).status();
-    if !ok.map(|s| s.success()).unwrap_or(false) {
-        // setfattr (package attr) is installed by hack/install-deps; a file
-        // system without user xattrs cannot run this test.
-        panic!("setfattr failed on {}: install `attr` and use a file system with user xattrs", p.display());
-    }
+fn an_xattr_only_change_takes_the_new_default() {
+    // As libostree: labels differ between /usr/etc and /etc on every
+    // SELinux system, so xattrs alone do not make a file modified.
+    let t = trees(&[("x", "1\n"), ("y", "1\n")]);
+    setfattr(&t.cur.join("x"), "user.treeboot", "local");
+    setfattr(&t.cur.join("y"), "user.treeboot", "local");
+    put(&t.cur.join("y"), "2\n");
+    put(&t.new.join("x"), "new default\n");
     let d = etcmerge::diff(dir(&t.old), dir(&t.cur)).unwrap();
-    assert_eq!(d.changes[0].how, vec!["xattrs"]);
+    let paths: Vec<_> = d.changes.iter().map(|c| (c.path.clone(), c.how.clone())).collect();
+    assert_eq!(paths, vec![(PathBuf::from("y"), vec!["content"])]);
     let etc = t.merge();
-    let out = std::process::Command::new("getfattr").args(["--only-values", "-n", "user.treeboot"]).arg(etc.join("x")).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "yes");
+    assert_eq!(read(&etc.join("x")), "new default\n");
+    assert_eq!(getfattr(&etc.join("x"), "user.treeboot"), "");
+    // A file modified otherwise is copied with its xattrs.
+    assert_eq!(read(&etc.join("y")), "2\n");
+    assert_eq!(getfattr(&etc.join("y"), "user.treeboot"), "local");
 }
 
 #[test]

@@ -18,6 +18,7 @@ pub struct ApplyStats {
     pub copied: usize,
     pub removed: usize,
     pub mkdirs: usize,
+    pub attrs: usize,
     pub skipped: usize,
 }
 
@@ -136,7 +137,7 @@ pub fn copy_defaults_for(plan: &Plan, new_defaults: impl AsFd, dst_parent: impl 
         .iter()
         .filter_map(|a| match a {
             Action::Remove { path } | Action::Mkdir { path } | Action::Copy { path, .. } => Some(path.clone()),
-            Action::Skip { .. } => None,
+            Action::SetAttrs { .. } | Action::Skip { .. } => None,
         })
         .collect();
     copy_tree_except(new_defaults, dst_parent, name, Some(&skip))
@@ -231,6 +232,15 @@ pub fn apply(plan: &Plan, current: impl AsFd, new_etc: impl AsFd) -> Result<Appl
                     }
                 }
                 stats.copied += copy_entry(sparent, dparent, name, &shown)?;
+            }
+            Action::SetAttrs { path } => {
+                let shown = Path::new("/etc").join(path);
+                let ctx = || format!("Setting the attributes of directory {}", display_path(&shown));
+                let sfd = fsutil::open_dir_path(current, path).with_context(ctx)?;
+                let dfd = fsutil::open_dir_path(new_etc, path).with_context(ctx)?;
+                let st = rustix::fs::fstat(&sfd).with_context(ctx)?;
+                finish_dir(&dfd, &sfd, &st).with_context(ctx)?;
+                stats.attrs += 1;
             }
             Action::Skip { path, reason } => {
                 eprintln!("note: /etc/{}: skipped, {reason}", display_path(path));

@@ -60,7 +60,7 @@ pub struct Change {
     pub path: PathBuf,
     pub kind: ChangeKind,
     /// For modifications: what differs (`type`, `content`, `mode`, `owner`,
-    /// `target`, `xattrs`).
+    /// `target`; extended attributes are not compared).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub how: Vec<&'static str>,
     /// The type in `current` (None for a removal).
@@ -79,11 +79,14 @@ impl Diff {
     }
 }
 
-/// Compare `old` (defaults) with `current`. Directories present on both sides
-/// are recursed into (their own mode and owner are not compared, as in
-/// ostree); anything else present on both sides is compared by type, mode,
-/// owner, xattrs, and content or symlink target. A subtree present on one
-/// side only is one change.
+/// Compare `old` (defaults) with `current`, as libostree's
+/// `ostree_diff_dirs(IGNORE_XATTRS)` does for the merge: entries present on
+/// both sides are compared by type, mode, owner, and content or symlink
+/// target; directories present on both sides are compared by mode and owner
+/// and recursed into. Extended attributes are not compared: SELinux labels
+/// differ between `/usr/etc` and `/etc` on every labelled system, so a file
+/// whose only change is a label, ACL or other xattr takes the new default.
+/// A subtree present on one side only is one change.
 pub fn diff(old: impl AsFd, current: impl AsFd) -> Result<Diff> {
     diff_cached(old, current, None, None)
 }
@@ -222,10 +225,6 @@ fn compare(old: &OwnedFd, cur: &OwnedFd, name: &OsStr, rel: &Path, out: &mut Dif
     let mut how = Vec::new();
     if to != tc {
         how.push("type");
-    } else if tc == EntryType::Directory {
-        let o = fsutil::open_dir_nofollow(old, name).with_context(ctx)?;
-        let c = fsutil::open_dir_nofollow(cur, name).with_context(ctx)?;
-        return walk(&o, &c, &path, out, w);
     } else {
         if (so.st_mode & 0o7777) != (sc.st_mode & 0o7777) && tc != EntryType::Symlink {
             how.push("mode");
@@ -234,6 +233,22 @@ fn compare(old: &OwnedFd, cur: &OwnedFd, name: &OsStr, rel: &Path, out: &mut Dif
             how.push("owner");
         }
         match tc {
+            EntryType::Directory => {
+                // A directory whose mode or owner changed is a modification
+                // (as `ostree admin config-diff` lists it), and its
+                // contents are compared as well.
+                if !how.is_empty() {
+                    out.changes.push(Change {
+                        path: path.clone(),
+                        kind: ChangeKind::Modified,
+                        how,
+                        new_type: Some(tc),
+                    });
+                }
+                let o = fsutil::open_dir_nofollow(old, name).with_context(ctx)?;
+                let c = fsutil::open_dir_nofollow(cur, name).with_context(ctx)?;
+                return walk(&o, &c, &path, out, w);
+            }
             EntryType::File => {
                 let fo = fsutil::open_file_nofollow(old, name).with_context(ctx)?;
                 let fc = fsutil::open_file_nofollow(cur, name).with_context(ctx)?;
@@ -243,18 +258,12 @@ fn compare(old: &OwnedFd, cur: &OwnedFd, name: &OsStr, rel: &Path, out: &mut Dif
                 {
                     how.push("content");
                 }
-                if !same_inode && fsutil::fd_xattrs(&fo)? != fsutil::fd_xattrs(&fc)? {
-                    how.push("xattrs");
-                }
             }
             EntryType::Symlink => {
                 let lo = rustix::fs::readlinkat(old, name, Vec::new()).with_context(ctx)?;
                 let lc = rustix::fs::readlinkat(cur, name, Vec::new()).with_context(ctx)?;
                 if lo != lc {
                     how.push("target");
-                }
-                if fsutil::symlink_xattrs(old, name)? != fsutil::symlink_xattrs(cur, name)? {
-                    how.push("xattrs");
                 }
             }
             _ => {

@@ -52,6 +52,13 @@ pub enum Action {
         #[serde(rename = "type")]
         ftype: EntryType,
     },
+    /// Give a directory the new defaults also have the owner, mode and
+    /// xattrs it has in `current` (the admin changed its mode or owner),
+    /// leaving its contents to the other actions.
+    SetAttrs {
+        #[serde(serialize_with = "ser_path")]
+        path: PathBuf,
+    },
     /// Not copied: a fifo, socket or device node.
     Skip {
         #[serde(serialize_with = "ser_path")]
@@ -130,8 +137,20 @@ pub fn plan_cached(
 pub fn plan_from_diff(d: &Diff, current: impl AsFd, new_defaults: impl AsFd) -> Result<Plan> {
     let mut plan = Plan::default();
     let mut made_dirs: std::collections::BTreeSet<PathBuf> = Default::default();
+    // Directories copied whole from `current`: what is under them is in the
+    // copy already.
+    let mut copied_dirs: Vec<PathBuf> = Vec::new();
     for c in &d.changes {
+        let inside_copied = copied_dirs.iter().any(|p| c.path.starts_with(p) && c.path != *p);
         match c.kind {
+            ChangeKind::Removed if inside_copied => plan.summary.removed += 1,
+            ChangeKind::Modified | ChangeKind::Added if inside_copied => {
+                if c.kind == ChangeKind::Modified {
+                    plan.summary.modified += 1;
+                } else {
+                    plan.summary.added += 1;
+                }
+            }
             ChangeKind::Removed => {
                 plan.summary.removed += 1;
                 plan.actions.push(Action::Remove { path: c.path.clone() });
@@ -168,6 +187,14 @@ pub fn plan_from_diff(d: &Diff, current: impl AsFd, new_defaults: impl AsFd) -> 
                         });
                         continue;
                     }
+                    // A directory the admin changed the mode or owner of,
+                    // and the new defaults still have: it keeps the admin's
+                    // attributes. (libostree 2022.7 to 2026.4 keep them only
+                    // when a file inside it changed too; docs/compatibility.md.)
+                    Lookup::Dir if c.kind == ChangeKind::Modified => {
+                        plan.actions.push(Action::SetAttrs { path: c.path.clone() });
+                        continue;
+                    }
                     Lookup::Dir => continue, // two directories: nothing to do
                     Lookup::BlockedBy(ref p) => {
                         plan.conflicts.push(Conflict {
@@ -199,6 +226,11 @@ pub fn plan_from_diff(d: &Diff, current: impl AsFd, new_defaults: impl AsFd) -> 
                 for m in missing.into_iter().rev() {
                     made_dirs.insert(m.clone());
                     plan.actions.push(Action::Mkdir { path: m });
+                }
+                if ftype == EntryType::Directory {
+                    // The new defaults dropped (or replaced by a file) a
+                    // directory the admin changed: it is kept, whole.
+                    copied_dirs.push(c.path.clone());
                 }
                 plan.actions.push(Action::Copy {
                     path: c.path.clone(),

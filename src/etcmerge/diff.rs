@@ -250,12 +250,14 @@ fn compare(old: &OwnedFd, cur: &OwnedFd, name: &OsStr, rel: &Path, out: &mut Dif
                 return walk(&o, &c, &path, out, w);
             }
             EntryType::File => {
-                let fo = fsutil::open_file_nofollow(old, name).with_context(ctx)?;
-                let fc = fsutil::open_file_nofollow(cur, name).with_context(ctx)?;
                 let same_inode = so.st_dev == sc.st_dev && so.st_ino == sc.st_ino;
-                if !same_inode
-                    && (so.st_size != sc.st_size || !fsutil::same_contents(&fo, &fc).with_context(ctx)?)
-                {
+                // The files are opened only when their bytes must be compared.
+                let differ = || -> Result<bool> {
+                    let fo = fsutil::open_file_nofollow(old, name)?;
+                    let fc = fsutil::open_file_nofollow(cur, name)?;
+                    Ok(!fsutil::same_contents(&fo, &fc)?)
+                };
+                if !same_inode && (so.st_size != sc.st_size || differ().with_context(ctx)?) {
                     how.push("content");
                 }
             }

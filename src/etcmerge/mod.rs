@@ -141,26 +141,19 @@ pub fn plan_from_diff(d: &Diff, current: impl AsFd, new_defaults: impl AsFd) -> 
     // copy already.
     let mut copied_dirs: Vec<PathBuf> = Vec::new();
     for c in &d.changes {
-        let inside_copied = copied_dirs.iter().any(|p| c.path.starts_with(p) && c.path != *p);
         match c.kind {
-            ChangeKind::Removed if inside_copied => plan.summary.removed += 1,
-            ChangeKind::Modified | ChangeKind::Added if inside_copied => {
-                if c.kind == ChangeKind::Modified {
-                    plan.summary.modified += 1;
-                } else {
-                    plan.summary.added += 1;
-                }
-            }
+            ChangeKind::Removed => plan.summary.removed += 1,
+            ChangeKind::Modified => plan.summary.modified += 1,
+            ChangeKind::Added => plan.summary.added += 1,
+        }
+        if copied_dirs.iter().any(|p| c.path.starts_with(p)) {
+            continue;
+        }
+        match c.kind {
             ChangeKind::Removed => {
-                plan.summary.removed += 1;
                 plan.actions.push(Action::Remove { path: c.path.clone() });
             }
             ChangeKind::Modified | ChangeKind::Added => {
-                if c.kind == ChangeKind::Modified {
-                    plan.summary.modified += 1;
-                } else {
-                    plan.summary.added += 1;
-                }
                 let ftype = c.new_type.expect("added or modified entries have a type");
                 if let EntryType::Special(what) = ftype {
                     plan.summary.skipped += 1;

@@ -27,10 +27,13 @@ demo: build
 	hack/demo.sh
 
 # Every test: clippy (warnings are errors), unit, integration (directory
-# sysroots, differential against Debian's ostree), the crash matrix (hence
+# sysroots, differential against Debian's ostree: bookworm's on the host,
+# trixie's in a root cached by hack/ostree-reference), the crash matrix (hence
 # the failpoints feature, which release builds never have) and, unless
 # SKIP_VM=1, the QEMU suite. Each part prints how long it took.
 test: deps
+	@t0=$$(date +%s); hack/ostree-reference trixie >/dev/null && \
+	echo "test: trixie ostree reference ready in $$(( $$(date +%s) - t0 ))s"
 	@t0=$$(date +%s); \
 	$(CARGO) clippy --locked --all-targets --features failpoints -- -D warnings && \
 	echo "test: clippy clean in $$(( $$(date +%s) - t0 ))s"

@@ -248,17 +248,45 @@ fn writers_wait_for_ostree_lock() {
     holder.wait().unwrap();
 }
 
+/// `[sysroot] boot-counting-tries` in the repository config (ostree
+/// 2025.3): a new entry is named `ostree-N+TRIES.conf`; what the boot
+/// loader later does to the name (systemd-boot counts tries down as
+/// `+LEFT-DONE`, systemd-bless-boot drops the suffix) is kept when the list
+/// is rewritten; a bad value refuses the write before anything changes.
 #[test]
-fn init_fs_and_os_init_match_ostree() {
-    let s = Scratch::new("init");
-    let (a, b) = (s.join("a"), s.join("b"));
-    std::fs::create_dir_all(&a).unwrap();
-    run(Command::new("ostree").args(["admin", "init-fs"]).arg(&a));
-    run(ostree_admin(&a).args(["os-init", "foo"]));
-    run(Command::new(treeboot_bin()).arg("init-fs").arg(&b));
-    run(tb(&b).args(["os-init", "foo"]));
-    let d = snapshot_diff(&snapshot(&a), &snapshot(&b));
-    assert!(d.is_empty(), "{}", d.join("\n"));
+fn boot_counting_tries_name_new_entries() {
+    let s = Scratch::new("tries");
+    let root = sysroot_with_commits(&s);
+    let config = root.join("ostree/repo/config");
+    let plain = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{plain}\n[sysroot]\nboot-counting-tries=3\n")).unwrap();
+    run(tb(&root).args(["deploy", "--karg", "root=LABEL=root", "testos/v1"]));
+    assert_eq!(entries(&root), ["ostree-1+3.conf"]);
+    run(tb(&root).arg("verify"));
+    // The boot loader used one try.
+    let dir = std::fs::canonicalize(root.join("boot/loader/entries")).unwrap();
+    std::fs::rename(dir.join("ostree-1+3.conf"), dir.join("ostree-1+2-1.conf")).unwrap();
+    assert_eq!(versions(&root), ["1.0"]);
+    run(tb(&root).args(["deploy", "testos/v2"]));
+    assert_eq!(entries(&root), ["ostree-1+2-1.conf", "ostree-2+3.conf"]);
+    assert_eq!(versions(&root), ["2.0", "1.0"]);
+    // Blessed: no suffix, and none comes back.
+    let dir = std::fs::canonicalize(root.join("boot/loader/entries")).unwrap();
+    std::fs::rename(dir.join("ostree-2+3.conf"), dir.join("ostree-2.conf")).unwrap();
+    run(tb(&root).args(["deploy", "testos/v3"]));
+    assert_eq!(entries(&root), ["ostree-1.conf", "ostree-2+3.conf"]);
+    assert_eq!(versions(&root), ["3.0", "2.0"]);
+    run(tb(&root).arg("verify"));
+    // ostree reads the list the same way.
+    assert_eq!(ostree_status_names(&root), treeboot_status_names(&root));
+    // A value libostree refuses is refused, naming the file.
+    std::fs::write(&config, format!("{plain}\n[sysroot]\nboot-counting-tries=9\n")).unwrap();
+    let before = snapshot(&root);
+    fails_and_changes_nothing(&root, &before, &["deploy", "testos/v1"], "ostree/repo/config: [sysroot] boot-counting-tries=9: not a number from 0 to 5");
+    // Off again: counters dropped from the names.
+    std::fs::write(&config, &plain).unwrap();
+    run(tb(&root).args(["deploy", "testos/v1"]));
+    assert_eq!(entries(&root), ["ostree-1.conf", "ostree-2.conf"]);
 }
 
 #[test]

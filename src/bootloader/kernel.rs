@@ -37,6 +37,10 @@ pub struct Kernel {
     /// A `dtb/` directory of device trees (when there is no single
     /// `devicetree`): copied whole into /boot, named by `fdtdir`.
     pub dtb: bool,
+    /// `aboot.img`, the Android boot image of aboot devices: installed as
+    /// `aboot-$kver.img`, named by `aboot` and `abootcfg`; not part of the
+    /// boot checksum (as in libostree since 2025.3).
+    pub aboot: Option<String>,
     pub bootcsum: String,
 }
 
@@ -56,7 +60,46 @@ impl Kernel {
         if let Some(h) = &self.hmac {
             v.push((h.clone(), format!(".vmlinuz-{}.hmac", self.kver)));
         }
+        if let Some(a) = &self.aboot {
+            v.push((a.clone(), format!("aboot-{}.img", self.kver)));
+        }
         v
+    }
+    /// Which optional files its directory in /boot holds.
+    pub fn boot_files(&self) -> BootFiles {
+        BootFiles {
+            initramfs: self.initramfs.is_some(),
+            devicetree: self.devicetree.is_some(),
+            dtb: self.dtb,
+            aboot: self.aboot.is_some(),
+        }
+    }
+}
+
+/// The optional files of a kernel directory in
+/// `/boot/ostree/$stateroot-$bootcsum/`, which its boot entry names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BootFiles {
+    /// `initramfs-$kver.img` (`initrd`).
+    pub initramfs: bool,
+    /// `devicetree-$kver` (`devicetree`).
+    pub devicetree: bool,
+    /// A `dtb/` directory (`fdtdir`).
+    pub dtb: bool,
+    /// `aboot-$kver.img` (`aboot`, `abootcfg`).
+    pub aboot: bool,
+}
+
+impl BootFiles {
+    /// Read off the names of a kernel directory in /boot.
+    pub fn from_names(names: &[String], kver: &str, has_dtb_dir: bool) -> Self {
+        let has = |n: String| names.contains(&n);
+        BootFiles {
+            initramfs: has(format!("initramfs-{kver}.img")),
+            devicetree: has(format!("devicetree-{kver}")),
+            dtb: has_dtb_dir,
+            aboot: has(format!("aboot-{kver}.img")),
+        }
     }
 }
 
@@ -144,6 +187,7 @@ pub fn find_kernel(deploy: &Dir, display: &str) -> Result<Kernel> {
     let devicetree = present("devicetree")?;
     let dtb = devicetree.is_none() && deploy.symlink_metadata_optional(srcdir.join("dtb").as_std_path())?.is_some_and(|m| m.is_dir());
     let hmac = present(".vmlinuz.hmac")?;
+    let aboot = present("aboot.img")?;
     // bootcsum: sha256 over vmlinuz, then the initramfs, then the devicetree
     // (through symlinks: their contents, as libostree reads them).
     let mut h = Sha256::new();
@@ -165,6 +209,7 @@ pub fn find_kernel(deploy: &Dir, display: &str) -> Result<Kernel> {
         devicetree,
         hmac,
         dtb,
+        aboot,
         bootcsum: hex::encode(h.finalize()),
     })
 }
@@ -406,6 +451,11 @@ mod tests {
         let fips = find_kernel(&tree(&[("vmlinuz", "K"), ("initramfs.img", "I"), (".vmlinuz.hmac", "H")]), "x").unwrap();
         assert!(fips.files().contains(&(".vmlinuz.hmac".into(), ".vmlinuz-6.1.hmac".into())));
         assert_eq!(fips.bootcsum, plain.bootcsum);
+        // An aboot image: installed with the kernel, outside the checksum.
+        let aboot = find_kernel(&tree(&[("vmlinuz", "K"), ("initramfs.img", "I"), ("aboot.img", "A")]), "x").unwrap();
+        assert!(aboot.files().contains(&("aboot.img".into(), "aboot-6.1.img".into())));
+        assert!(aboot.boot_files().aboot && !plain.boot_files().aboot);
+        assert_eq!(aboot.bootcsum, plain.bootcsum);
         // Without an initramfs.
         let none = find_kernel(&tree(&[("vmlinuz", "K")]), "x").unwrap();
         assert!(none.initramfs.is_none() && none.bootcsum != plain.bootcsum);

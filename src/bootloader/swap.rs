@@ -49,6 +49,7 @@ use cap_std_ext::dirext::CapStdExtDirExt;
 use fn_error_context::context;
 use rustix::fs::{Mode, OFlags};
 
+use crate::bootloader::kernel::BootFiles;
 use crate::failpoint;
 use crate::sysroot::opts::SysrootOpts;
 use crate::formats::bls::BlsEntry;
@@ -65,10 +66,11 @@ pub struct BootDeployment {
     /// Full kernel arguments; an `ostree=` among them is replaced in place.
     pub kargs: Kargs,
     pub kver: String,
-    pub has_initramfs: bool,
-    pub has_devicetree: bool,
-    /// A `dtb/` directory in the kernel directory (`fdtdir`).
-    pub has_dtb: bool,
+    /// The optional files of its kernel directory in /boot.
+    pub files: BootFiles,
+    /// The boot counters of its live entry's file name (`+LEFT-DONE`,
+    /// (0, 0) for none); None for a new deployment, which has no entry yet.
+    pub tries: Option<(u64, u64)>,
     /// Without an initramfs, the prepare-root the kernel runs as `init=`
     /// (a path in the deployment, see [`pid1_init`]).
     pub pid1_init: Option<String>,
@@ -160,7 +162,7 @@ pub fn entry_for(list: &[BootDeployment], index: usize, bootversion: u32, bootse
     // it right when the boot version changes); with one, an init= of that
     // form inherited from such a deployment would skip the initramfs.
     let ours = |v: &str| v.starts_with("/ostree/boot.") && PID1_INITS.iter().any(|p| v.ends_with(p));
-    match (&d.pid1_init, d.has_initramfs) {
+    match (&d.pid1_init, d.files.initramfs) {
         (Some(p), false) => {
             let arg = format!("init=/ostree/boot.{bootversion}/{}/{}/{bootserial}/{p}", d.stateroot, d.bootcsum);
             kargs.replace(&arg).expect("init= is a valid argument");
@@ -181,22 +183,39 @@ pub fn entry_for(list: &[BootDeployment], index: usize, bootversion: u32, bootse
     e.set("title", title);
     e.set("version", (n - index).to_string());
     e.set("options", kargs.to_cmdline());
-    if d.has_devicetree {
+    if d.files.devicetree {
         e.set("devicetree", format!("{bootdir}/devicetree-{}", d.kver));
     }
     e.set("linux", format!("{bootdir}/vmlinuz-{}", d.kver));
-    if d.has_initramfs {
+    if d.files.initramfs {
         e.set("initrd", format!("{bootdir}/initramfs-{}.img", d.kver));
     }
+    // Only when the image exists (libostree since 2025.3, ostree#3413; the
+    // config path is the deployment's since 2025.5, ostree#3493).
+    if d.files.aboot {
+        e.set("aboot", format!("{bootdir}/aboot-{}.img", d.kver));
+        e.set(
+            "abootcfg",
+            format!("/ostree/deploy/{}/deploy/{}.{}/usr/lib/ostree-boot/aboot.cfg", d.stateroot, d.csum, d.serial),
+        );
+    }
     // libostree writes it among the keys its parser does not order, after
-    // initrd (ostree#1900).
-    if d.has_dtb && !d.has_devicetree {
+    // initrd and aboot (ostree#1900).
+    if d.files.dtb && !d.files.devicetree {
         e.set("fdtdir", format!("{bootdir}/dtb"));
     }
-    let fname = if opts.bootloader_naming_1 {
-        format!("ostree-{}-{}.conf", n - index, d.stateroot)
+    let base = if opts.bootloader_naming_1 {
+        format!("ostree-{}-{}", n - index, d.stateroot)
     } else {
-        format!("ostree-{}.conf", n - index)
+        format!("ostree-{}", n - index)
+    };
+    // With boot counting on (ostree 2025.3, `bootloader_entry_filename`): a
+    // new entry gets every try; an existing one keeps what the boot loader
+    // left in its name (none, once blessed).
+    let fname = match (opts.boot_counting_tries, d.tries) {
+        (0, _) | (_, Some((0, 0))) => format!("{base}.conf"),
+        (max, None) => format!("{base}+{max}.conf"),
+        (_, Some((left, done))) => format!("{base}+{left}-{done}.conf"),
     };
     (fname, e)
 }
@@ -442,9 +461,8 @@ mod tests {
             bootcsum: bootcsum.into(),
             kargs: Kargs::parse("root=LABEL=root").unwrap(),
             kver: "6.1.0-test".into(),
-            has_initramfs: true,
-            has_devicetree: false,
-            has_dtb: false,
+            files: BootFiles { initramfs: true, ..Default::default() },
+            tries: None,
             pid1_init: None,
             os_name: "Test OS 1".into(),
             version: Some(version.into()),
@@ -457,7 +475,7 @@ mod tests {
         let list = vec![dep("testos", &b, "2.0"), dep("testos", &b, "1.0")];
         let s = bootserials(&list);
         assert_eq!(s, vec![0, 1]);
-        let (name, e) = entry_for(&list, 1, 0, s[1], SysrootOpts { bootloader_naming_1: true });
+        let (name, e) = entry_for(&list, 1, 0, s[1], SysrootOpts { bootloader_naming_1: true, ..Default::default() });
         assert_eq!(name, "ostree-1-testos.conf");
         assert_eq!(
             e.serialize(),
@@ -465,11 +483,52 @@ mod tests {
         );
     }
 
+    /// The keys of optional kernel files, in libostree's order (HEAD's
+    /// install_deployment_kernel): aboot and abootcfg after initrd, fdtdir
+    /// after them; none without its file.
+    #[test]
+    fn aboot_and_fdtdir_keys_only_with_their_files() {
+        let b = "a".repeat(64);
+        let mut d = dep("testos", &b, "1.0");
+        d.files = BootFiles { initramfs: true, aboot: true, dtb: true, devicetree: false };
+        let (_, e) = entry_for(std::slice::from_ref(&d), 0, 1, 0, SysrootOpts::default());
+        let c = "c".repeat(64);
+        assert!(
+            e.serialize().ends_with(&format!(
+                "initrd /ostree/testos-{b}/initramfs-6.1.0-test.img\naboot /ostree/testos-{b}/aboot-6.1.0-test.img\nabootcfg /ostree/deploy/testos/deploy/{c}.0/usr/lib/ostree-boot/aboot.cfg\nfdtdir /ostree/testos-{b}/dtb\n"
+            )),
+            "{}",
+            e.serialize()
+        );
+        let plain = dep("testos", &b, "1.0");
+        let (_, e) = entry_for(std::slice::from_ref(&plain), 0, 1, 0, SysrootOpts::default());
+        for k in ["aboot", "abootcfg", "fdtdir", "devicetree"] {
+            assert!(e.get(k).is_none(), "{k}: {}", e.serialize());
+        }
+    }
+
+    /// `sysroot.boot-counting-tries` (ostree 2025.3): new entries get
+    /// `+TRIES`, existing ones keep their counters, blessed ones none.
+    #[test]
+    fn boot_counting_suffixes() {
+        let b = "a".repeat(64);
+        let mut list = vec![dep("testos", &b, "3.0"), dep("testos", &b, "2.0"), dep("testos", &b, "1.0")];
+        list[1].tries = Some((2, 1));
+        list[2].tries = Some((0, 0));
+        let on = SysrootOpts { boot_counting_tries: 3, ..Default::default() };
+        let names: Vec<String> = (0..3).map(|i| entry_for(&list, i, 1, 0, on).0).collect();
+        assert_eq!(names, ["ostree-3+3.conf", "ostree-2+2-1.conf", "ostree-1.conf"]);
+        let old = SysrootOpts { boot_counting_tries: 3, bootloader_naming_1: true };
+        assert_eq!(entry_for(&list, 0, 1, 0, old).0, "ostree-3-testos+3.conf");
+        assert_eq!(entry_for(&list, 0, 1, 0, SysrootOpts::default()).0, "ostree-3.conf", "off by default");
+        assert_eq!(entry_for(&list, 1, 1, 0, SysrootOpts::default()).0, "ostree-2.conf", "off: counters dropped");
+    }
+
     #[test]
     fn titles_name_the_stateroot_when_several() {
         let b = "a".repeat(64);
         let list = vec![dep("testos", &b, "2.0"), dep("other", &b, "9")];
-        let (name, e) = entry_for(&list, 1, 1, 1, SysrootOpts { bootloader_naming_1: true });
+        let (name, e) = entry_for(&list, 1, 1, 1, SysrootOpts { bootloader_naming_1: true, ..Default::default() });
         assert_eq!(name, "ostree-1-other.conf");
         assert_eq!(e.get("title"), Some("Test OS 1 9 (ostree:other:1)"));
         // A version already in the name is not repeated.

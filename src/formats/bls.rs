@@ -147,9 +147,44 @@ pub fn entry_file_is_ostree(name: &str) -> bool {
     name.starts_with("ostree-") && name.ends_with(".conf")
 }
 
+/// The boot counters in an entry's file name, `+LEFT` or `+LEFT-DONE`
+/// after the last `+` (`ostree-2+3.conf`, `ostree-2+2-1.conf`, as
+/// systemd-boot renames them), read as libostree's
+/// `parse_bootloader_tries` reads them: (0, 0) when there are none or they
+/// do not parse.
+pub fn entry_tries(name: &str) -> (u64, u64) {
+    let Some((_, counter)) = name.rsplit_once('+') else { return (0, 0) };
+    let number = |s: &str| -> Option<(u64, usize)> {
+        let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+        Some((s[..digits].parse().ok()?, digits))
+    };
+    let Some((left, n)) = number(counter) else { return (0, 0) };
+    match counter[n..].strip_prefix('-') {
+        Some(rest) => match number(rest) {
+            Some((done, _)) => (left, done),
+            None => (0, 0),
+        },
+        None => (left, 0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boot_counters_are_read_from_the_name_as_libostree_reads_them() {
+        assert_eq!(entry_tries("ostree-2.conf"), (0, 0));
+        assert_eq!(entry_tries("ostree-2+3.conf"), (3, 0));
+        assert_eq!(entry_tries("ostree-2+2-1.conf"), (2, 1));
+        assert_eq!(entry_tries("ostree-2+0-3.conf"), (0, 3));
+        assert_eq!(entry_tries("ostree-1-testos+3.conf"), (3, 0));
+        // Not counters: nothing after the +, a sign, a bad DONE, overflow;
+        // and a stateroot with a + in it (the last + is the one read).
+        for junk in ["ostree-2+.conf", "ostree-2+-1.conf", "ostree-2+3-.conf", "ostree-2+99999999999999999999.conf", "ostree-1-my+os.conf"] {
+            assert_eq!(entry_tries(junk), (0, 0), "{junk}");
+        }
+    }
 
     const REAL: &str = "title Test OS 1 1.0 (ostree:0)\nversion 1\noptions root=LABEL=root ostree=/ostree/boot.1/testos/abc/0\nlinux /ostree/testos-abc/vmlinuz-6.1.0-test\ninitrd /ostree/testos-abc/initramfs-6.1.0-test.img\n";
 

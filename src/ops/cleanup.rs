@@ -154,10 +154,29 @@ fn remove_unreferenced_deployments(s: &Sysroot, keep: &KeepSet, stats: &mut Clea
             if n.ends_with(".origin") {
                 dd.remove_file_optional(n).with_context(|| format!("Removing {rel}/{n}"))?;
             } else {
+                // Its backing directory first, as in libostree: the
+                // deployment directory is the source of truth, and one left
+                // without its backing is still whole (the next deploy or
+                // finalize makes a backing again).
+                let backing = format!("ostree/deploy/{stateroot}/backing/{n}");
+                if s.root.symlink_metadata_optional(&backing)?.is_some() {
+                    s.root.remove_dir_all(&backing).with_context(|| format!("Removing {backing}"))?;
+                }
                 set_immutable(&s.root, &format!("{rel}/{n}"), false)?;
                 fsutil::remove_all_at(&dd, n.as_ref()).with_context(|| format!("Removing {rel}/{n}"))?;
                 stats.deployments_removed.push(key);
             }
+        }
+        // Backing directories whose deployment is gone (an interrupted
+        // removal); libostree leaves these.
+        let brel = format!("ostree/deploy/{stateroot}/backing");
+        let Some(bd) = s.root.open_dir_optional(&brel)? else { continue };
+        for n in fsutil::read_names(&bd)? {
+            let Some(n) = n.to_str() else { continue };
+            if parse_deploy_name(n).is_none() || keep.deployments.contains(&format!("{stateroot}/{n}")) || dd.symlink_metadata_optional(n)?.is_some() {
+                continue;
+            }
+            fsutil::remove_all_at(&bd, n.as_ref()).with_context(|| format!("Removing {brel}/{n}"))?;
         }
     }
     Ok(())

@@ -59,7 +59,14 @@ pub struct Prepared {
     pub etc_cache: Option<etcmerge::DiffCache>,
 }
 
-/// Removes a half-made deployment (directory and origin) unless disarmed.
+/// `ostree/deploy/$stateroot/backing/$name` for the deployment directory
+/// `ostree/deploy/$stateroot/deploy/$name`.
+pub fn backing_path(deploy_path: &str) -> Option<String> {
+    let (stateroot_dir, name) = deploy_path.rsplit_once("/deploy/")?;
+    Some(format!("{stateroot_dir}/backing/{name}"))
+}
+
+/// Removes a half-made deployment (directory, origin, backing) unless disarmed.
 struct NewDeploymentGuard<'a> {
     root: &'a Dir,
     path: String,
@@ -72,8 +79,39 @@ impl Drop for NewDeploymentGuard<'_> {
             let _ = set_immutable(self.root, &self.path, false);
             let _ = self.root.remove_dir_all(&self.path);
             let _ = self.root.remove_file_optional(format!("{}.origin", self.path));
+            if let Some(b) = backing_path(&self.path) {
+                let _ = self.root.remove_dir_all(b);
+            }
         }
     }
+}
+
+/// Create (or complete) a deployment's backing directory,
+/// `ostree/deploy/$stateroot/backing/$name/root-transient/{upper,work}`, as
+/// libostree does for every deployment since 2024.1 (commit 8fbaebac,
+/// prepare-root's `root.transient`, whose overlay lives there): `backing`,
+/// its entry, `root-transient` and `work` mode 0700, `upper` the mode of
+/// the deployment root (the overlay's `/`). Removed before the deployment
+/// by cleanup. Existing directories are kept.
+#[context("Creating the backing directory of {stateroot}/{name}")]
+pub fn ensure_backing(root: &Dir, stateroot: &str, name: &str, deploy: &Dir) -> Result<()> {
+    use rustix::fs::{mkdirat, Mode};
+    let upper_mode = rustix::fs::fstat(deploy)?.st_mode & 0o7777;
+    let base = format!("ostree/deploy/{stateroot}/backing");
+    let dirs = [
+        (base.clone(), 0o700),
+        (format!("{base}/{name}"), 0o700),
+        (format!("{base}/{name}/root-transient"), 0o700),
+        (format!("{base}/{name}/root-transient/work"), 0o700),
+        (format!("{base}/{name}/root-transient/upper"), upper_mode),
+    ];
+    for (d, mode) in dirs {
+        match mkdirat(root, d.as_str(), Mode::from_raw_mode(mode)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(anyhow!(e).context(format!("Creating {d}"))),
+        }
+    }
+    Ok(())
 }
 
 /// Set or clear the immutable attribute of a deployment root (`chattr +i`).
@@ -186,6 +224,7 @@ pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode)
     let mut guard = NewDeploymentGuard { root, path: rel.clone(), armed: true };
     w.store()?.checkout(&csum, &deploy_parent, &format!("{csum}.{serial}"))?;
     let deploy = root.open_dir(&rel)?;
+    ensure_backing(root, &stateroot, &format!("{csum}.{serial}"), &deploy)?;
     crate::timing::step("deploy: checkout");
 
     check_etc_layout(&deploy, &csum)?;
@@ -227,9 +266,8 @@ pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode)
         bootcsum: k.bootcsum.clone(),
         kargs,
         kver: k.kver.clone(),
-        has_initramfs: k.initramfs.is_some(),
-        has_devicetree: k.devicetree.is_some(),
-        has_dtb: k.dtb,
+        files: k.boot_files(),
+        tries: None,
         pid1_init: pid1,
         os_name: deployment_os_name(&deploy)?,
         version: version.clone(),
@@ -332,6 +370,9 @@ fn seed_var(root: &Dir, deploy: &Dir, stateroot: &str) -> Result<()> {
         if let Some(src) = deploy.open_dir_optional("var")? {
             for n in fsutil::read_names(&src)? {
                 etcmerge::apply::copy_entry(&src, &var, &n, &std::path::Path::new("/var").join(&n))?;
+            }
+            if deploy.symlink_metadata_optional("usr/lib/tmpfiles.d")?.is_none() {
+                crate::ops::init::legacy_var_init(&var)?;
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use camino::Utf8Path;
-use cap_std_ext::cap_std::fs::{Dir, DirBuilder, DirBuilderExt};
+use cap_std_ext::cap_std::fs::{Dir, DirBuilder, DirBuilderExt, PermissionsExt};
 use cap_std_ext::dirext::CapStdExtDirExt;
 use fn_error_context::context;
 
@@ -60,14 +60,28 @@ pub fn os_init(sysroot: &Utf8Path, name: &str) -> Result<()> {
     }
     let base = format!("ostree/deploy/{name}");
     mkdir_mode(&d, &base, 0o755)?;
+    // An empty var, as libostree since 2024.3 (commit f81b9fa1, "Rework
+    // /var handling to act like Docker `VOLUME /var`"): the first deployment
+    // fills it (deploy::seed_var). 2022.7 made lib, log, tmp, lock and run
+    // here.
     mkdir_mode(&d, &format!("{base}/var"), 0o755)?;
-    for (n, mode) in [("lib", 0o755), ("log", 0o755), ("tmp", 0o1777)] {
-        mkdir_mode(&d, &format!("{base}/var/{n}"), mode)?;
+    Ok(())
+}
+
+/// The subset of systemd's tmpfiles.d `var.conf` that libostree makes in a
+/// stateroot's var for an OS without `usr/lib/tmpfiles.d`: lib, log,
+/// tmp (1777), run -> ../run, lock -> ../run/lock. Existing entries stay.
+#[context("Creating the legacy /var directories")]
+pub fn legacy_var_init(var: &Dir) -> Result<()> {
+    for (n, mode) in [("tmp", 0o1777), ("lib", 0o755), ("log", 0o755)] {
+        if var.symlink_metadata_optional(n)?.is_none() {
+            var.create_dir(n)?;
+            var.set_permissions(n, cap_std_ext::cap_std::fs::Permissions::from_mode(mode))?;
+        }
     }
-    for (n, target) in [("lock", "../run/lock"), ("run", "../run")] {
-        let p = format!("{base}/var/{n}");
-        if d.symlink_metadata_optional(&p)?.is_none() {
-            d.symlink(target, &p)?;
+    for (n, target) in [("run", "../run"), ("lock", "../run/lock")] {
+        if var.symlink_metadata_optional(n)?.is_none() {
+            var.symlink(target, n)?;
         }
     }
     Ok(())

@@ -14,16 +14,22 @@ use cap_std_ext::cap_std::fs::Dir;
 use cap_std_ext::dirext::CapStdExtDirExt;
 use fn_error_context::context;
 
+use crate::bootloader::kernel::BootFiles;
 use crate::bootloader::swap::{self, BootConfigKey, BootDeployment, SwapResult};
 use crate::formats::osrelease;
 use crate::fsutil;
 use crate::repo::ObjectStore;
+use crate::sysroot::opts::SysrootOpts;
 use crate::sysroot::{Deployment, Sysroot, SysrootLock};
 
 /// An open sysroot with its write lock and, for operations that check out
 /// or prune, the object store.
 pub struct Writer {
     pub sysroot: Sysroot,
+    /// What shapes the entries (environment switches, repository config),
+    /// read when the writer opens, so that a bad config refuses the
+    /// operation before it changes anything.
+    pub opts: SysrootOpts,
     store: Option<Box<dyn ObjectStore>>,
     _lock: SysrootLock,
 }
@@ -58,8 +64,10 @@ impl Writer {
         }
         let lock = SysrootLock::acquire(&root)?;
         let sysroot = Sysroot::load(path)?;
+        let opts = SysrootOpts::load(&sysroot.root)?;
         Ok(Self {
             sysroot,
+            opts,
             store: None,
             _lock: lock,
         })
@@ -78,10 +86,10 @@ pub fn deployment_os_name(deploy: &Dir) -> Result<String> {
 
 /// The kernel version installed for an existing deployment, from the names
 /// in its `/boot/ostree/$stateroot-$bootcsum/` directory.
-#[context("Reading /boot/ostree/{}-{}", d.stateroot, d.bootcsum)]
-/// (kver, initramfs, devicetree, dtb directory) of a deployment's kernel
+/// The kernel version and the optional files of a deployment's kernel
 /// directory in /boot.
-pub(crate) fn installed_kernel(root: &Dir, d: &Deployment) -> Result<(String, bool, bool, bool)> {
+#[context("Reading /boot/ostree/{}-{}", d.stateroot, d.bootcsum)]
+pub(crate) fn installed_kernel(root: &Dir, d: &Deployment) -> Result<(String, BootFiles)> {
     let dir = root
         .open_dir(format!("boot/ostree/{}-{}", d.stateroot, d.bootcsum))
         .map_err(|e| anyhow!("kernel directory of deployment {} is missing: {e}", d.name()))?;
@@ -94,15 +102,14 @@ pub(crate) fn installed_kernel(root: &Dir, d: &Deployment) -> Result<(String, bo
         .find_map(|n| n.strip_prefix("vmlinuz-"))
         .ok_or_else(|| anyhow!("no vmlinuz-* file"))?
         .to_string();
-    let initramfs = names.contains(&format!("initramfs-{kver}.img"));
-    let dt = names.contains(&format!("devicetree-{kver}"));
     let dtb = dir.symlink_metadata_optional("dtb")?.is_some_and(|m| m.is_dir());
-    Ok((kver, initramfs, dt, dtb))
+    let files = BootFiles::from_names(&names, &kver, dtb);
+    Ok((kver, files))
 }
 
 /// The swap's view of an existing deployment.
 pub fn boot_deployment(sysroot: &Sysroot, d: &Deployment) -> Result<BootDeployment> {
-    let (kver, has_initramfs, has_devicetree, has_dtb) = installed_kernel(&sysroot.root, d)?;
+    let (kver, files) = installed_kernel(&sysroot.root, d)?;
     let deploy = fsutil::open_subdir(&sysroot.root, sysroot.path.as_str(), d.path())?;
     Ok(BootDeployment {
         stateroot: d.stateroot.clone(),
@@ -111,10 +118,9 @@ pub fn boot_deployment(sysroot: &Sysroot, d: &Deployment) -> Result<BootDeployme
         bootcsum: d.bootcsum.clone(),
         kargs: d.kargs.clone(),
         kver,
-        has_initramfs,
-        has_devicetree,
-        has_dtb,
-        pid1_init: if has_initramfs { None } else { swap::pid1_init(&deploy)? },
+        files,
+        tries: d.entry_file.as_deref().map(crate::formats::bls::entry_tries),
+        pid1_init: if files.initramfs { None } else { swap::pid1_init(&deploy)? },
         os_name: deployment_os_name(&deploy)?,
         version: sysroot.commit_version(&d.csum)?,
     })
@@ -149,7 +155,7 @@ pub fn commit_list(w: &mut Writer, list: &[BootDeployment]) -> Result<SwapResult
         &current_keys(&w.sysroot),
         list,
         grub,
-        crate::sysroot::opts::SysrootOpts::from_env(),
+        w.opts,
     )?;
     crate::say!(
         "Bootloader updated; bootconfig swap: {}; bootversion: boot.{}.{}, deployment count change: {}",

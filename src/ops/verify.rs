@@ -6,7 +6,8 @@
 //! `ostree=` that resolves through `ostree/boot.N.M` to an existing
 //! deployment, no deployment is listed twice, one default, every origin
 //! parses. Then what booting needs beyond the model: `boot/loader` and
-//! `ostree/boot.N` exist, each entry's `linux`/`initrd` exist under
+//! `ostree/boot.N` exist, each entry's `linux`/`initrd` (and `devicetree`,
+//! `aboot`, `fdtdir`) exist under
 //! `/boot`, each deployment has `usr/`, GRUB's menu exists when
 //! `/boot/grub` does. Leftovers of an interrupted run (`*.tmp` links, the
 //! other boot version, unreferenced deployments, `.tmp-*` kernel dirs) are
@@ -148,11 +149,13 @@ fn check_deployments(s: &Sysroot, r: &mut Report) -> Result<()> {
     for d in &s.deployments {
         let file = format!("{path}/boot/loader.{}/entries/{}", s.bootversion, d.entry_file.as_deref().unwrap_or("?"));
         let entry = d.entry.as_ref().expect("listed deployments have an entry");
-        for key in ["linux", "initrd"] {
+        // Files in /boot the bootloader loads (fdtdir: a directory).
+        for key in ["linux", "initrd", "devicetree", "aboot", "fdtdir"] {
             match entry.get(key) {
                 Some(p) => {
                     let rel = format!("boot/{}", p.trim_start_matches('/'));
-                    if !s.root.symlink_metadata_optional(&rel)?.is_some_and(|m| m.is_file()) {
+                    let m = s.root.symlink_metadata_optional(&rel)?;
+                    if !m.is_some_and(|m| if key == "fdtdir" { m.is_dir() } else { m.is_file() }) {
                         r.errors.push(format!("{file}: {key} {p} does not exist in {path}/boot"));
                     }
                 }
@@ -270,6 +273,34 @@ mod tests {
         let d = format!("ostree/deploy/{OS}/deploy/{}.0", csum('a'));
         f.root.create_dir_all(format!("{d}/usr/lib/ostree")).unwrap();
         f.root.write(format!("{d}/usr/lib/ostree/ostree-prepare-root"), "#!").unwrap();
+        let r = verify_fixture(&f);
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+    }
+
+    /// A device tree, device tree directory or aboot image the entry names
+    /// must be in /boot: without it the board does not boot.
+    #[test]
+    fn the_device_tree_and_aboot_files_an_entry_names_must_be_there() {
+        let f = Fixture::new(&[('a', '1')]);
+        let entry = format!("boot/loader.1/entries/ostree-1-{OS}.conf");
+        let dir = format!("/ostree/{OS}-{}", csum('1'));
+        let plain = f.root.read_to_string(&entry).unwrap();
+        f.root
+            .write(&entry, format!("{plain}devicetree {dir}/devicetree-6.1\naboot {dir}/aboot-6.1.img\nfdtdir {dir}/dtb\n"))
+            .unwrap();
+        let e = verify_fixture(&f).errors.join("\n");
+        for key in ["devicetree", "aboot", "fdtdir"] {
+            assert!(e.contains(&format!("ostree-1-os.conf: {key} {dir}/")) && e.contains("does not exist in /fixture/boot"), "{key}: {e}");
+        }
+        // A file where fdtdir wants a directory is no better.
+        f.root.write(format!("boot{dir}/devicetree-6.1"), "DT").unwrap();
+        f.root.write(format!("boot{dir}/aboot-6.1.img"), "A").unwrap();
+        f.root.write(format!("boot{dir}/dtb"), "not a directory").unwrap();
+        let e = verify_fixture(&f).errors;
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("fdtdir"), "{e:?}");
+        f.root.remove_file(format!("boot{dir}/dtb")).unwrap();
+        f.root.create_dir(format!("boot{dir}/dtb")).unwrap();
         let r = verify_fixture(&f);
         assert!(r.errors.is_empty(), "{:?}", r.errors);
     }

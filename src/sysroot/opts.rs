@@ -1,17 +1,33 @@
-//! `OSTREE_SYSROOT_OPTS`: the switches libostree reads from the environment
+//! What shapes the boot entries beyond the deployment list: the switches
+//! libostree reads from the environment, `OSTREE_SYSROOT_OPTS`
 //! (`ostree-sysroot.c`, `globalopt_keys`), honoured here with the same
 //! spelling so that one setting (a unit's `Environment=`, a shell) governs
-//! both tools.
+//! both tools; and the `[sysroot]` keys of the repository config that
+//! libostree reads for them (`reload_sysroot_config` in `ostree-repo.c`).
 
-/// The switches treeboot knows. Others are ignored, as GLib's
-/// `g_parse_debug_string` ignores unknown keys.
+use anyhow::{bail, Result};
+use cap_std_ext::cap_std::fs::Dir;
+use cap_std_ext::dirext::CapStdExtDirExt;
+use fn_error_context::context;
+
+use crate::formats::keyfile::KeyFile;
+
+/// The switches and settings treeboot knows. Unknown switches are ignored,
+/// as GLib's `g_parse_debug_string` ignores unknown keys.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SysrootOpts {
     /// `bootloader-naming-1`: boot entries named `ostree-N-STATEROOT.conf`,
     /// as before ostree 2024.5, instead of `ostree-N.conf` (ostree#2961:
     /// GRUB's BLS support sorts entries by file name).
     pub bootloader_naming_1: bool,
+    /// `[sysroot] boot-counting-tries` of `ostree/repo/config` (0 to 5, 0
+    /// by default: off): a new deployment's entry gets `+TRIES` in its name
+    /// (`ostree-2+3.conf`), for systemd-boot's boot counting; ostree 2025.3.
+    pub boot_counting_tries: u8,
 }
+
+/// Where the repository config is, relative to the sysroot.
+const REPO_CONFIG: &str = "ostree/repo/config";
 
 impl SysrootOpts {
     /// Keys separated by `:`, `;`, `,`, spaces or tabs, as
@@ -31,6 +47,31 @@ impl SysrootOpts {
     pub fn from_env() -> Self {
         std::env::var("OSTREE_SYSROOT_OPTS").map(|v| Self::parse(&v)).unwrap_or_default()
     }
+
+    /// The environment's switches and the repository config of the
+    /// sysroot `root`. A config that does not parse, or a
+    /// `boot-counting-tries` that is not a number from 0 to 5, is an error
+    /// naming the file (libostree refuses to open such a repository).
+    #[context("Reading {REPO_CONFIG}")]
+    pub fn load(root: &Dir) -> Result<Self> {
+        let mut o = Self::from_env();
+        if let Some(text) = root.read_to_string_optional(REPO_CONFIG)? {
+            o.boot_counting_tries = boot_counting_tries(&text)?;
+        }
+        Ok(o)
+    }
+}
+
+/// `[sysroot] boot-counting-tries` of a repository config, as
+/// `reload_sysroot_config` reads it (`g_ascii_string_to_unsigned`, base 10,
+/// 0 to 5; absent: 0).
+pub fn boot_counting_tries(config: &str) -> Result<u8> {
+    let kf = KeyFile::parse(config).map_err(|e| anyhow::anyhow!("{REPO_CONFIG}: {e}"))?;
+    let Some(v) = kf.get("sysroot", "boot-counting-tries") else { return Ok(0) };
+    match v.parse::<u8>() {
+        Ok(n) if n <= 5 && !v.starts_with('+') => Ok(n),
+        _ => bail!("{REPO_CONFIG}: [sysroot] boot-counting-tries={v}: not a number from 0 to 5"),
+    }
 }
 
 #[cfg(test)]
@@ -43,5 +84,16 @@ mod tests {
         assert!(SysrootOpts::parse("bootloader-naming-1").bootloader_naming_1);
         assert!(SysrootOpts::parse("no-early-prune,BOOTLOADER_NAMING_1").bootloader_naming_1);
         assert!(!SysrootOpts::parse("no-early-prune:bootloader-naming-2").bootloader_naming_1);
+    }
+
+    #[test]
+    fn boot_counting_tries_from_the_repo_config() {
+        assert_eq!(boot_counting_tries("[core]\nrepo_version=1\nmode=bare\n").unwrap(), 0);
+        assert_eq!(boot_counting_tries("[core]\nmode=bare\n[sysroot]\nboot-counting-tries=3\n").unwrap(), 3);
+        assert_eq!(boot_counting_tries("[sysroot]\nboot-counting-tries=0\n").unwrap(), 0);
+        for bad in ["6", "-1", "three", "", "+3", "3 tries"] {
+            let e = boot_counting_tries(&format!("[sysroot]\nboot-counting-tries={bad}\n")).unwrap_err().to_string();
+            assert!(e.contains("ostree/repo/config") && e.contains("not a number from 0 to 5"), "{bad}: {e}");
+        }
     }
 }

@@ -76,6 +76,67 @@ pub fn ostree_admin(sysroot: &Path) -> Command {
     c
 }
 
+/// An ostree the differential tests compare treeboot with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reference {
+    /// Debian bookworm's ostree 2022.7, on the host. It writes the entry
+    /// names of before 2024.5, so treeboot is run with
+    /// `OSTREE_SYSROOT_OPTS=bootloader-naming-1` beside it.
+    Bookworm,
+    /// Debian trixie's ostree 2025.2, in a trixie root that
+    /// `hack/ostree-reference` builds once and caches outside the clone,
+    /// run by `hack/ostree-reference-run`; treeboot with its defaults.
+    Trixie,
+}
+
+pub const REFERENCES: [Reference; 2] = [Reference::Bookworm, Reference::Trixie];
+
+fn hack(script: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("hack").join(script)
+}
+
+/// The trixie root, built on first use (once for all tests: the script
+/// holds a lock while it builds).
+fn trixie_root() -> &'static Path {
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| PathBuf::from(run(Command::new(hack("ostree-reference")).arg("trixie")).trim()))
+}
+
+impl Reference {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reference::Bookworm => "ostree 2022.7 (bookworm)",
+            Reference::Trixie => "ostree 2025.2 (trixie)",
+        }
+    }
+
+    /// `ostree admin` of this reference on `sysroot`.
+    pub fn admin(self, sysroot: &Path) -> Command {
+        match self {
+            Reference::Bookworm => ostree_admin(sysroot),
+            Reference::Trixie => {
+                let mut c = Command::new(hack("ostree-reference-run"));
+                c.arg(trixie_root()).arg(sysroot).args(["ostree", "admin", "--sysroot=/mnt/sysroot"]);
+                c
+            }
+        }
+    }
+
+    /// treeboot on `sysroot`, asked for the names this reference writes.
+    pub fn treeboot(self, sysroot: &Path) -> Command {
+        let mut c = tb(sysroot);
+        if self == Reference::Bookworm {
+            c.env("OSTREE_SYSROOT_OPTS", "bootloader-naming-1");
+        }
+        c
+    }
+
+    /// The `$csum.$serial` names in this reference's `ostree admin status` order.
+    pub fn status_names(self, sysroot: &Path) -> Vec<String> {
+        status_names_of(&run(self.admin(sysroot).arg("status")))
+    }
+}
+
 pub fn write(p: &Path, content: &str) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, content).unwrap();
@@ -217,7 +278,11 @@ pub fn status_json(sysroot: &Path) -> serde_json::Value {
 
 /// The `$csum.$serial` names in `ostree admin status` order.
 pub fn ostree_status_names(sysroot: &Path) -> Vec<String> {
-    run(ostree_admin(sysroot).arg("status"))
+    status_names_of(&run(ostree_admin(sysroot).arg("status")))
+}
+
+fn status_names_of(status: &str) -> Vec<String> {
+    status
         .lines()
         .filter_map(|l| {
             let l = l.trim_start_matches(['*', ' ']);

@@ -174,10 +174,17 @@ fn bad_input_is_named_and_nothing_changes() {
     let repo = root.join("ostree/repo");
     commit_tree(&s, &repo, "testos/nokernel", "A", "nk", "nk", |t| std::fs::remove_dir_all(t.join("usr/lib/modules")).unwrap());
     commit_tree(&s, &repo, "testos/twokernels", "A", "tk", "tk", |t| write(&t.join("usr/lib/modules/6.2.0-other/vmlinuz"), "k2"));
+    // A FIPS HMAC without its kernel.
+    commit_tree(&s, &repo, "testos/hmaconly", "A", "ho", "ho", |t| {
+        let k = t.join("usr/lib/modules/6.1.0-test");
+        std::fs::remove_file(k.join("vmlinuz")).unwrap();
+        write(&k.join(".vmlinuz.hmac"), "hmac\n");
+    });
     let before = snapshot(&root);
     let check = |args: &[&str], expect: &str| fails_and_changes_nothing(&root, &before, args, expect);
     check(&["deploy", "testos/nokernel"], "has no kernel");
     check(&["deploy", "testos/twokernels"], "2 kernels (6.1.0-test, 6.2.0-other)");
+    check(&["deploy", "testos/hmaconly"], "usr/lib/modules/6.1.0-test/.vmlinuz.hmac exists, but there is no kernel beside it");
 }
 
 /// What a corruption case does to a sysroot.

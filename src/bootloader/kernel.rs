@@ -146,6 +146,9 @@ fn hash_file(dir: &Dir, name: &Utf8Path, h: &mut Sha256) -> Result<u64> {
 #[context("Finding the kernel in {display}")]
 pub fn find_kernel(deploy: &Dir, display: &str) -> Result<Kernel> {
     let mut found = Vec::new();
+    // Kernel directories with a FIPS HMAC but no kernel, named if no
+    // kernel is found: the image meant to ship one.
+    let mut hmac_only = Vec::new();
     if let Some(modules) = deploy.open_dir_optional("usr/lib/modules")? {
         for kver in fsutil::read_names(&modules)? {
             let Ok(kver) = kver.into_string() else { continue };
@@ -155,6 +158,8 @@ pub fn find_kernel(deploy: &Dir, display: &str) -> Result<Kernel> {
             let srcdir = Utf8PathBuf::from(format!("usr/lib/modules/{kver}"));
             if kernel_file(deploy, &srcdir, "vmlinuz", display)? {
                 found.push(kver);
+            } else if deploy.symlink_metadata_optional(srcdir.join(".vmlinuz.hmac").as_std_path())?.is_some() {
+                hmac_only.push(format!("{srcdir}/.vmlinuz.hmac"));
             }
         }
     }
@@ -167,6 +172,9 @@ pub fn find_kernel(deploy: &Dir, display: &str) -> Result<Kernel> {
                     None => false,
                 })
             };
+            if !hmac_only.is_empty() {
+                bail!("{display}: {} exists, but there is no kernel beside it (vmlinuz)", hmac_only.join(", "));
+            }
             if legacy("usr/lib/ostree-boot")? || legacy("boot")? {
                 bail!("{display}: no usr/lib/modules/$kver/vmlinuz (kernels only in the legacy usr/lib/ostree-boot or /boot layout are not supported)");
             }
@@ -459,6 +467,14 @@ mod tests {
         // Without an initramfs.
         let none = find_kernel(&tree(&[("vmlinuz", "K")]), "x").unwrap();
         assert!(none.initramfs.is_none() && none.bootcsum != plain.bootcsum);
+    }
+
+    /// A FIPS HMAC whose kernel is missing: the error names the HMAC.
+    #[test]
+    fn an_hmac_without_a_kernel_is_named() {
+        let d = tree(&[("initramfs.img", "I"), (".vmlinuz.hmac", "H")]);
+        let e = err(&d);
+        assert!(e.contains(&format!("{K}/.vmlinuz.hmac exists, but there is no kernel beside it")), "{e}");
     }
 
     #[test]

@@ -66,6 +66,9 @@ install: build static
 	install -Dm755 grub/10_treeboot $(DESTDIR)/etc/grub.d/10_treeboot
 	install -Dm644 grub/grub.cfg $(DESTDIR)$(PREFIX)/share/treeboot/grub.cfg
 	for d in docs/commands/*.md docs/*.md; do install -Dm644 $$d $(DESTDIR)$(PREFIX)/share/doc/treeboot/$$(basename $$d); done
+	# Man pages (section 8) and bash/zsh/fish completions, generated from
+	# the command-line definitions.
+	target/release/treeboot-gendocs $(DESTDIR)$(PREFIX)/share
 
 clean:
 	$(CARGO) clean

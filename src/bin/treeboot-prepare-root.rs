@@ -12,10 +12,12 @@ use camino::{Utf8Path, Utf8PathBuf};
 use treeboot::early::mount::{mount, umount_detach, MS_MOVE, MS_SILENT};
 use treeboot::early::prepare_root::{log, prepare_root, Options};
 
+const USAGE: &str = "usage: treeboot-prepare-root [--cmdline FILE] [--bind-var|--no-bind-var] [SYSROOT]";
+
 // The binary's own exit paths (the library only returns errors).
 #[allow(clippy::exit)]
 fn usage() -> ! {
-    eprintln!("usage: treeboot-prepare-root [--cmdline FILE] [--bind-var|--no-bind-var] [SYSROOT]");
+    eprintln!("{USAGE}");
     std::process::exit(2);
 }
 
@@ -45,7 +47,14 @@ fn main() {
             _ if pid1 => init_args.push(a),
             "--bind-var" => bind_var = true,
             "--no-bind-var" => bind_var = false,
-            "-h" | "--help" => usage(),
+            "-h" | "--help" => {
+                println!("{USAGE}\nMake the deployment named by ostree= on the kernel command line the root at SYSROOT (default /sysroot).");
+                return;
+            }
+            "--version" => {
+                println!("treeboot-prepare-root {}", env!("CARGO_PKG_VERSION"));
+                return;
+            }
             s if s.starts_with('-') => usage(),
             s => sysroot = Some(Utf8PathBuf::from(s)),
         }

@@ -38,7 +38,7 @@ fn main() {
         }
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::exit(1);
+            std::process::exit(treeboot::cli::exit_code(&e));
         }
     }
 }

@@ -57,17 +57,24 @@ pub struct DeployArgs {
     /// Do not merge /etc from an existing deployment: use the new defaults.
     #[arg(long)]
     pub no_merge: bool,
-    /// Stage the deployment instead: it is applied at shutdown (as `treeboot stage`).
-    #[arg(long)]
-    pub stage: bool,
-    /// With --stage: stage it locked (not applied until `lock-finalization --unlock`).
+    /// Staging only: stage it locked (not applied until `lock-finalization --unlock`).
     #[arg(long)]
     pub lock_finalization: bool,
-    /// With --stage: print what was staged as one JSON document.
+    /// Print the result as one JSON document instead of sentences.
     #[arg(long)]
     pub json: bool,
     /// A ref (`remote:ref` or `ref`) or a commit checksum.
     pub refspec: String,
+}
+
+/// `deploy`: the deployment options, and `--stage`.
+#[derive(Args, Debug, Clone)]
+pub struct DeployCmd {
+    #[command(flatten)]
+    pub args: DeployArgs,
+    /// Stage the deployment instead: it is applied at shutdown (as `treeboot stage`).
+    #[arg(long)]
+    pub stage: bool,
 }
 
 impl DeployArgs {
@@ -95,6 +102,7 @@ pub enum EtcCmd {
         /// Deployment index (default: the booted one, else the default).
         #[arg(long)]
         deployment: Option<usize>,
+        /// Print the changes as one JSON document.
         #[arg(long)]
         json: bool,
     },
@@ -103,16 +111,23 @@ pub enum EtcCmd {
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Create an empty sysroot at PATH.
-    InitFs { path: Utf8PathBuf },
+    InitFs {
+        /// The directory to make a sysroot of (created if missing).
+        path: Utf8PathBuf,
+    },
     /// Create an empty stateroot.
-    OsInit { stateroot: String },
+    OsInit {
+        /// The stateroot (operating system) name.
+        stateroot: String,
+    },
     /// List deployments in boot order.
     Status {
+        /// Print the status as one JSON document (docs/status.schema.json).
         #[arg(long)]
         json: bool,
     },
     /// Deploy a commit as a new deployment.
-    Deploy(DeployArgs),
+    Deploy(DeployCmd),
     /// Prepare a deployment now and apply it at shutdown.
     Stage(DeployArgs),
     /// Apply the staged deployment (the ExecStop of treeboot-finalize-staged.service).
@@ -123,6 +138,7 @@ pub enum Cmd {
     },
     /// Lock (or unlock) finalization of the staged deployment.
     LockFinalization {
+        /// Unlock it instead: it is applied at the next shutdown.
         #[arg(long)]
         unlock: bool,
     },
@@ -130,31 +146,44 @@ pub enum Cmd {
     BootComplete,
     /// Check that the sysroot is bootable; report every problem.
     Verify {
+        /// Print the report as one JSON document.
         #[arg(long)]
         json: bool,
     },
     /// Make a deployment the default.
-    SetDefault { index: usize },
+    SetDefault {
+        /// Deployment index, as `status` numbers them (0 is the default).
+        index: usize,
+    },
     /// Make the previous deployment the default.
     Rollback,
     /// Remove a deployment.
-    Undeploy { index: usize },
+    Undeploy {
+        /// Deployment index, as `status` numbers them (0 is the default).
+        index: usize,
+    },
     /// Pin a deployment so that it is never removed automatically.
     Pin {
+        /// Unpin it instead.
         #[arg(long)]
         unpin: bool,
+        /// Deployment index, as `status` numbers them (0 is the default).
         index: usize,
     },
     /// Remove what no deployment references; prune the repository.
     Cleanup,
     /// Show or edit kernel arguments of a deployment.
     Kargs {
+        /// Append an argument (repeatable).
         #[arg(long, value_name = "K=V")]
         append: Vec<String>,
+        /// Delete an argument: every value of K, or only K=V (repeatable).
         #[arg(long, value_name = "K[=V]")]
         delete: Vec<String>,
+        /// Replace the value of K, or K=OLD by K=NEW (repeatable).
         #[arg(long, value_name = "K=V")]
         replace: Vec<String>,
+        /// Deployment index (default: the booted one, else the default).
         #[arg(long)]
         deployment: Option<usize>,
     },
@@ -163,10 +192,19 @@ pub enum Cmd {
     Etc(EtcCmd),
 }
 
-/// Exit codes: 1 failed, 2 usage (clap), 3 not booted from a deployment,
-/// 4 refused for an /etc merge conflict, 5 refused for lack of space in /boot.
+crate::refusal!(
+    /// A writing command run by a user other than root.
+    NotRoot
+);
+
+/// Exit codes, the same for every binary (docs/exit-codes.md): 1 failed,
+/// 2 usage, 3 not booted from a deployment, 4 refused for an /etc merge
+/// conflict, 5 refused for lack of space in /boot, 6 a writing command
+/// not run as root.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
-    if e.downcast_ref::<ops::stage::NotBooted>().is_some() {
+    if e.downcast_ref::<NotRoot>().is_some() {
+        6
+    } else if e.downcast_ref::<ops::stage::NotBooted>().is_some() {
         3
     } else if e.downcast_ref::<ops::deploy::EtcConflict>().is_some() {
         4
@@ -177,8 +215,10 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
     }
 }
 
+/// Print one JSON document on stdout (which `--json` keeps for it alone).
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
-    crate::say!("{}", serde_json::to_string_pretty(v)?);
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
@@ -215,6 +255,25 @@ pub enum WriteCmd {
     Kargs { edit: ops::lifecycle::KargsEdit, deployment: Option<usize> },
 }
 
+impl WriteCmd {
+    /// The verb as typed.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            WriteCmd::InitFs { .. } => "init-fs",
+            WriteCmd::OsInit { .. } => "os-init",
+            WriteCmd::Deploy(_) => "deploy",
+            WriteCmd::Stage(_) => "stage",
+            WriteCmd::LockFinalization { .. } => "lock-finalization",
+            WriteCmd::SetDefault { .. } => "set-default",
+            WriteCmd::Rollback => "rollback",
+            WriteCmd::Undeploy { .. } => "undeploy",
+            WriteCmd::Pin { .. } => "pin",
+            WriteCmd::Cleanup => "cleanup",
+            WriteCmd::Kargs { .. } => "kargs",
+        }
+    }
+}
+
 enum Route {
     Read(ReadCmd),
     Write(WriteCmd),
@@ -238,8 +297,8 @@ impl From<Cmd> for Route {
             Cmd::Etc(EtcCmd::Diff { deployment, json }) => Read(ReadCmd::EtcDiff { deployment, json }),
             Cmd::InitFs { path } => Write(WriteCmd::InitFs { path }),
             Cmd::OsInit { stateroot } => Write(WriteCmd::OsInit { stateroot }),
-            Cmd::Deploy(a) if a.stage => Write(WriteCmd::Stage(a)),
-            Cmd::Deploy(a) => Write(WriteCmd::Deploy(a)),
+            Cmd::Deploy(d) if d.stage => Write(WriteCmd::Stage(d.args)),
+            Cmd::Deploy(d) => Write(WriteCmd::Deploy(d.args)),
             Cmd::Stage(a) => Write(WriteCmd::Stage(a)),
             Cmd::LockFinalization { unlock } => Write(WriteCmd::LockFinalization { unlock }),
             Cmd::SetDefault { index } => Write(WriteCmd::SetDefault { index }),
@@ -267,7 +326,14 @@ pub fn run_reader(cli: Cli) -> Result<Next> {
     let sysroot = cli.sysroot;
     let cmd = match Route::from(cli.cmd) {
         Route::Read(cmd) => cmd,
-        Route::Write(cmd) => return Ok(Next::Write { sysroot, cmd }),
+        Route::Write(cmd) => {
+            // Up front, rather than as "Locking ostree/lock: Permission
+            // denied" (or worse, halfway).
+            if !rustix::process::geteuid().is_root() {
+                return Err(NotRoot(format!("treeboot {} changes the sysroot: it must be run as root", cmd.verb())).into());
+            }
+            return Ok(Next::Write { sysroot, cmd });
+        }
     };
     match cmd {
         ReadCmd::Status { json } => {
@@ -399,5 +465,38 @@ mod tests {
         assert!(matches!(route(&["deploy", "--stage", "os:ref"]), Route::Write(WriteCmd::Stage(_))));
         assert!(matches!(route(&["stage", "os:ref"]), Route::Write(WriteCmd::Stage(_))));
         assert!(matches!(route(&["lock-finalization", "--unlock"]), Route::Write(WriteCmd::LockFinalization { unlock: true })));
+    }
+
+    /// `--help` of every verb describes every option and argument, and
+    /// offers only what the verb takes.
+    #[test]
+    fn every_option_and_argument_is_described() {
+        use clap::CommandFactory;
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in c.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none_or(|h| h.to_string().trim().is_empty()) {
+                    missing.push(format!("{path}: {id}"));
+                }
+            }
+            for sub in c.get_subcommands().filter(|s| s.get_name() != "help") {
+                let p = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    missing.push(format!("{p}: no description"));
+                }
+                walk(sub, &p, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "treeboot", &mut missing);
+        assert!(missing.is_empty(), "undescribed: {missing:?}");
+        let cli = Cli::command();
+        let stage = cli.find_subcommand("stage").unwrap();
+        assert!(stage.get_arguments().all(|a| a.get_id() != "stage"), "stage offers --stage");
+        let deploy = cli.find_subcommand("deploy").unwrap();
+        assert!(deploy.get_arguments().any(|a| a.get_id() == "stage"));
     }
 }

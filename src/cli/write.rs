@@ -9,6 +9,9 @@ use crate::ops::{self, Writer};
 
 /// Run a writing command (as handed back by `run_reader` in `Next::Write`).
 pub fn run_writer(sysroot: &Utf8Path, cmd: WriteCmd) -> Result<()> {
+    if let WriteCmd::Deploy(a) | WriteCmd::Stage(a) = &cmd {
+        crate::JSON_STDOUT.store(a.json, std::sync::atomic::Ordering::Relaxed);
+    }
     match cmd {
         WriteCmd::InitFs { path } => {
             ops::init::init_fs(&path)?;
@@ -19,15 +22,22 @@ pub fn run_writer(sysroot: &Utf8Path, cmd: WriteCmd) -> Result<()> {
             crate::say!("ostree/deploy/{stateroot} initialized as a stateroot");
         }
         WriteCmd::Deploy(a) => {
+            if a.lock_finalization {
+                anyhow::bail!("--lock-finalization applies to a staged deployment: use `treeboot stage` or `deploy --stage`");
+            }
             let mut w = Writer::open(sysroot)?;
             let p = ops::deploy::deploy(&mut w, &a.refspec, &a.opts())?;
-            crate::say!(
-                "Deployed {} {}.{}{}",
-                p.stateroot,
-                p.checksum,
-                p.serial,
-                p.version.map(|v| format!(" (version {v})")).unwrap_or_default()
-            );
+            if a.json {
+                super::print_json(&p)?;
+            } else {
+                crate::say!(
+                    "Deployed {} {}.{}{}",
+                    p.stateroot,
+                    p.checksum,
+                    p.serial,
+                    p.version.map(|v| format!(" (version {v})")).unwrap_or_default()
+                );
+            }
         }
         WriteCmd::Stage(a) => {
             let mut w = Writer::open(sysroot)?;

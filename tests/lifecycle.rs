@@ -249,7 +249,10 @@ fn writers_wait_for_ostree_lock() {
     let start = std::time::Instant::now();
     let out = tb(&root).args(["pin", "0"]).output().unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Waiting for another writer"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("Waiting for another writer to release ostree/lock (held by pid {} (", holder.id())), "{err}");
+    let said = err.lines().find(|l| l.starts_with("Waiting")).unwrap();
+    assert!(said.contains("python3 -c import fcntl") && said.ends_with("...))..."), "one short line naming the holder: {said}");
     // It could only finish after the holder let go (3 s).
     assert!(start.elapsed() >= std::time::Duration::from_secs(2), "did not wait");
     holder.wait().unwrap();

@@ -36,6 +36,39 @@ fn ofd_lock(fd: BorrowedFd<'_>, wait: bool) -> std::io::Result<bool> {
     }
 }
 
+/// Who else has the lock file open (the holder, in practice: libostree and
+/// treeboot open it only to lock it), as `pid N (command line)`, read from
+/// /proc; None when /proc does not say (another PID namespace, no /proc).
+fn holders(file: &cap_std_ext::cap_std::fs::File) -> Option<String> {
+    let st = rustix::fs::fstat(file).ok()?;
+    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    for p in std::fs::read_dir("/proc").ok()?.flatten() {
+        let pid = p.file_name().to_string_lossy().into_owned();
+        if pid == me || !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else { continue };
+        let open = fds.flatten().any(|fd| {
+            std::fs::metadata(fd.path()).is_ok_and(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.dev() == st.st_dev && m.ino() == st.st_ino
+            })
+        });
+        if open {
+            let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            // One line, and short: a script's text can be in its arguments.
+            let mut cmd = String::from_utf8_lossy(&cmd).replace('\0', " ").split_whitespace().collect::<Vec<_>>().join(" ");
+            if let Some((cut, _)) = cmd.char_indices().nth(60) {
+                cmd.truncate(cut);
+                cmd.push_str("...");
+            }
+            found.push(format!("pid {pid} ({})", if cmd.is_empty() { "?" } else { &cmd }));
+        }
+    }
+    (!found.is_empty()).then(|| found.join(", "))
+}
+
 impl SysrootLock {
     /// Take the lock, waiting for another writer to finish. Prints a line
     /// when it has to wait, so a stuck caller knows why.
@@ -49,7 +82,10 @@ impl SysrootLock {
             let fd = file.as_fd();
             if !ofd_lock(fd, false)? {
                 if !said {
-                    eprintln!("Waiting for another writer to release ostree/lock...");
+                    match holders(&file) {
+                        Some(h) => eprintln!("Waiting for another writer to release ostree/lock (held by {h})..."),
+                        None => eprintln!("Waiting for another writer to release ostree/lock..."),
+                    }
                     said = true;
                 }
                 ofd_lock(fd, true)?;

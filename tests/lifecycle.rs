@@ -67,6 +67,21 @@ fn set_default_and_rollback() {
     assert!(err.contains("no deployment with index 5"), "{err}");
 }
 
+/// A deploy says what it drops from the list, and that a commit it deploys
+/// again was already there (rather than replacing the rollback silently).
+#[test]
+fn deploy_says_what_it_replaces() {
+    let s = Scratch::new("says");
+    let root = two_deployments(&s);
+    let names = treeboot_status_names(&root);
+    let out = run(tb(&root).args(["deploy", "testos/v2"]));
+    assert!(out.contains(&format!("is already deployed as {}: deploying it again as", names[0])), "{out}");
+    assert!(out.contains(&format!("Removed deployment testos {}: no longer listed", names[1])), "{out}");
+    assert_eq!(versions(&root), ["2.0", "2.0"]);
+    let out = run(tb(&root).args(["deploy", "--retain", "testos/v3"]));
+    assert!(!out.contains("Removed deployment") && !out.contains("already deployed"), "{out}");
+}
+
 #[test]
 fn undeploy_pin_and_cleanup() {
     let s = Scratch::new("undeploy");

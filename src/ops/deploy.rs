@@ -443,6 +443,17 @@ pub fn deploy(w: &mut Writer, refspec: &str, opts: &DeployOpts) -> Result<Prepar
     }
     let order = new_order(&w.sysroot, &p.stateroot, p.merge.as_ref(), opts);
     let list = list_from_order(&w.sysroot, &order, &p.boot)?;
+    if let Some(same) = w.sysroot.deployments.iter().find(|d| d.csum == p.checksum && d.stateroot == p.stateroot) {
+        crate::say!("Commit {} is already deployed as {}: deploying it again as {}.{}", p.checksum, same.name(), p.checksum, p.serial);
+    }
+    // What the new list leaves out, said rather than done silently.
+    let dropped: Vec<String> = w
+        .sysroot
+        .deployments
+        .iter()
+        .filter(|d| !list.iter().any(|b| b.stateroot == d.stateroot && b.csum == d.csum && b.serial == d.serial))
+        .map(|d| format!("{} {}", d.stateroot, d.name()))
+        .collect();
     if let Err(e) = commit_list(w, &list) {
         // Failed before the new list went live (a full /boot, say): the
         // new deployment, its kernel and the half-written boot version are
@@ -456,6 +467,9 @@ pub fn deploy(w: &mut Writer, refspec: &str, opts: &DeployOpts) -> Result<Prepar
             }
         }
         return Err(e);
+    }
+    for d in dropped {
+        crate::say!("Removed deployment {d}: no longer listed (--retain keeps every deployment)");
     }
     Ok(p)
 }

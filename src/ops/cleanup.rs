@@ -14,7 +14,7 @@ use cap_std_ext::dirext::CapStdExtDirExt;
 use fn_error_context::context;
 use serde::Serialize;
 
-use super::deploy::set_immutable;
+use super::deploy::{backing_path, set_immutable};
 use super::Writer;
 use crate::failpoint;
 use crate::formats::names::parse_deploy_name;
@@ -158,11 +158,13 @@ fn remove_unreferenced_deployments(s: &Sysroot, keep: &KeepSet, stats: &mut Clea
                 // deployment directory is the source of truth, and one left
                 // without its backing is still whole (the next deploy or
                 // finalize makes a backing again).
-                let backing = format!("ostree/deploy/{stateroot}/backing/{n}");
-                if s.root.symlink_metadata_optional(&backing)?.is_some() {
-                    s.root.remove_dir_all(&backing).with_context(|| format!("Removing {backing}"))?;
+                let path = format!("{rel}/{n}");
+                if let Some(backing) = backing_path(&path) {
+                    if s.root.symlink_metadata_optional(&backing)?.is_some() {
+                        s.root.remove_dir_all(&backing).with_context(|| format!("Removing {backing}"))?;
+                    }
                 }
-                set_immutable(&s.root, &format!("{rel}/{n}"), false)?;
+                set_immutable(&s.root, &path, false)?;
                 fsutil::remove_all_at(&dd, n.as_ref()).with_context(|| format!("Removing {rel}/{n}"))?;
                 stats.deployments_removed.push(key);
             }

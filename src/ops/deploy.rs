@@ -93,17 +93,18 @@ impl Drop for NewDeploymentGuard<'_> {
 /// its entry, `root-transient` and `work` mode 0700, `upper` the mode of
 /// the deployment root (the overlay's `/`). Removed before the deployment
 /// by cleanup. Existing directories are kept.
-#[context("Creating the backing directory of {stateroot}/{name}")]
-pub fn ensure_backing(root: &Dir, stateroot: &str, name: &str, deploy: &Dir) -> Result<()> {
+#[context("Creating the backing directory of {deploy_path}")]
+pub fn ensure_backing(root: &Dir, deploy_path: &str, deploy: &Dir) -> Result<()> {
     use rustix::fs::{mkdirat, Mode};
     let upper_mode = rustix::fs::fstat(deploy)?.st_mode & 0o7777;
-    let base = format!("ostree/deploy/{stateroot}/backing");
+    let backing = backing_path(deploy_path).ok_or_else(|| anyhow!("{deploy_path} is not a deployment directory"))?;
+    let base = backing.rsplit_once('/').map_or("", |(b, _)| b);
     let dirs = [
-        (base.clone(), 0o700),
-        (format!("{base}/{name}"), 0o700),
-        (format!("{base}/{name}/root-transient"), 0o700),
-        (format!("{base}/{name}/root-transient/work"), 0o700),
-        (format!("{base}/{name}/root-transient/upper"), upper_mode),
+        (base.to_string(), 0o700),
+        (backing.clone(), 0o700),
+        (format!("{backing}/root-transient"), 0o700),
+        (format!("{backing}/root-transient/work"), 0o700),
+        (format!("{backing}/root-transient/upper"), upper_mode),
     ];
     for (d, mode) in dirs {
         match mkdirat(root, d.as_str(), Mode::from_raw_mode(mode)) {
@@ -224,7 +225,7 @@ pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode)
     let mut guard = NewDeploymentGuard { root, path: rel.clone(), armed: true };
     w.store()?.checkout(&csum, &deploy_parent, &format!("{csum}.{serial}"))?;
     let deploy = root.open_dir(&rel)?;
-    ensure_backing(root, &stateroot, &format!("{csum}.{serial}"), &deploy)?;
+    ensure_backing(root, &rel, &deploy)?;
     crate::timing::step("deploy: checkout");
 
     check_etc_layout(&deploy, &csum)?;
@@ -446,13 +447,15 @@ pub fn deploy(w: &mut Writer, refspec: &str, opts: &DeployOpts) -> Result<Prepar
     if let Some(same) = w.sysroot.deployments.iter().find(|d| d.csum == p.checksum && d.stateroot == p.stateroot) {
         crate::say!("Commit {} is already deployed as {}: deploying it again as {}.{}", p.checksum, same.name(), p.checksum, p.serial);
     }
-    // What the new list leaves out, said rather than done silently.
+    // What the new list leaves out (no slot of the order names it), said
+    // rather than done silently.
     let dropped: Vec<String> = w
         .sysroot
         .deployments
         .iter()
-        .filter(|d| !list.iter().any(|b| b.stateroot == d.stateroot && b.csum == d.csum && b.serial == d.serial))
-        .map(|d| format!("{} {}", d.stateroot, d.name()))
+        .enumerate()
+        .filter(|(i, _)| !order.contains(&Some(*i)))
+        .map(|(_, d)| format!("{} {}", d.stateroot, d.name()))
         .collect();
     if let Err(e) = commit_list(w, &list) {
         // Failed before the new list went live (a full /boot, say): the

@@ -340,7 +340,7 @@ fn finalize_inner(sysroot: &Utf8Path, start: Instant) -> Result<FinalizeOutcome>
     let order = deploy::new_order(&w.sysroot, &d.stateroot, Some(&merge), &opts);
     install_staged_kernel(root, &ddir, &dshown, &d)?;
     // treeboot's stage made it; libostree's makes it only at finalize.
-    deploy::ensure_backing(root, &d.stateroot, &d.name(), &ddir)?;
+    deploy::ensure_backing(root, d.path().as_str(), &ddir)?;
     let new = boot_deployment(&w.sysroot, &d)?;
     let list = deploy::list_from_order(&w.sysroot, &order, &new)?;
     failpoint::hit("finalize::swap");

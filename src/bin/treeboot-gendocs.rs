@@ -11,22 +11,23 @@ use clap::{Arg, ArgAction, Command, CommandFactory};
 use clap_complete::Shell;
 
 /// The early binaries parse their few arguments by hand (they stay small,
-/// and prepare-root runs as PID 1): their pages are described here, from
-/// the same text as their `--help`.
+/// and prepare-root runs as PID 1): their options are described here, with
+/// the description their `--help` prints (`treeboot::early::About`).
 fn early_binaries() -> Vec<Command> {
+    use treeboot::early::{GENERATOR, PREPARE_ROOT, REMOUNT};
     let flag = |name: &'static str, help: &'static str| Arg::new(name).long(name).action(ArgAction::SetTrue).help(help);
     vec![
-        Command::new("treeboot-prepare-root")
-            .about("Make the deployment named by ostree= the root at SYSROOT (in the initramfs, or as PID 1 with init=)")
+        Command::new(PREPARE_ROOT.name)
+            .about(PREPARE_ROOT.about)
             .arg(Arg::new("cmdline").long("cmdline").value_name("FILE").help("Read the kernel command line from FILE instead of /proc/cmdline"))
             .arg(flag("bind-var", "Bind the stateroot's var at SYSROOT/var itself (the default without systemd)"))
             .arg(flag("no-bind-var", "Leave /var to the generator's var.mount (the default under systemd)"))
             .arg(Arg::new("sysroot").value_name("SYSROOT").help("Where the deployment is set up (default /sysroot)")),
-        Command::new("treeboot-remount")
-            .about("After switch-root, make /sysroot, /var and /etc writable as /run/ostree-booted records")
+        Command::new(REMOUNT.name)
+            .about(REMOUNT.about)
             .arg(Arg::new("root").long("root").value_name("DIR").help("Apply the policy below DIR instead of / (for tests)")),
-        Command::new("treeboot-generator")
-            .about("The systemd generator: when booted from a deployment, write var.mount into NORMAL_DIR")
+        Command::new(GENERATOR.name)
+            .about(GENERATOR.about)
             .arg(Arg::new("normal").value_name("NORMAL_DIR").required(true).help("systemd's normal generator output directory"))
             .arg(Arg::new("early").value_name("EARLY_DIR").help("systemd's early generator output directory (unused)"))
             .arg(Arg::new("late").value_name("LATE_DIR").help("systemd's late generator output directory (unused)")),

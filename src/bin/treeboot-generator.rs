@@ -3,29 +3,20 @@
 
 use cap_std_ext::cap_std::{ambient_authority, fs::Dir};
 
-const USAGE: &str = "usage: treeboot-generator NORMAL_DIR [EARLY_DIR LATE_DIR]\n\
-    The systemd generator of treeboot: when booted from a deployment (ostree=\n\
-    on the kernel command line), writes var.mount into NORMAL_DIR.";
+use treeboot::early::GENERATOR;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("-h" | "--help") => {
-            println!("{USAGE}");
-            return;
-        }
-        Some("--version") => {
-            println!("treeboot-generator {}", env!("CARGO_PKG_VERSION"));
-            return;
-        }
+        Some(a) if GENERATOR.answer(a) => return,
         // Never a directory named like an option.
         Some(a) if a.starts_with('-') => {
-            eprintln!("treeboot-generator: unknown option {a}\n{USAGE}");
+            eprintln!("treeboot-generator: unknown option {a}\n{}", GENERATOR.usage);
             std::process::exit(2);
         }
         Some(_) => {}
         None => {
-            eprintln!("{USAGE}");
+            eprintln!("{}", GENERATOR.usage);
             std::process::exit(2);
         }
     }

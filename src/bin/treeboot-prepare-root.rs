@@ -11,13 +11,12 @@ use std::os::unix::process::CommandExt;
 use camino::{Utf8Path, Utf8PathBuf};
 use treeboot::early::mount::{mount, umount_detach, MS_MOVE, MS_SILENT};
 use treeboot::early::prepare_root::{log, prepare_root, Options};
-
-const USAGE: &str = "usage: treeboot-prepare-root [--cmdline FILE] [--bind-var|--no-bind-var] [SYSROOT]";
+use treeboot::early::PREPARE_ROOT;
 
 // The binary's own exit paths (the library only returns errors).
 #[allow(clippy::exit)]
 fn usage() -> ! {
-    eprintln!("{USAGE}");
+    eprintln!("{}", PREPARE_ROOT.usage);
     std::process::exit(2);
 }
 
@@ -47,14 +46,7 @@ fn main() {
             _ if pid1 => init_args.push(a),
             "--bind-var" => bind_var = true,
             "--no-bind-var" => bind_var = false,
-            "-h" | "--help" => {
-                println!("{USAGE}\nMake the deployment named by ostree= on the kernel command line the root at SYSROOT (default /sysroot).");
-                return;
-            }
-            "--version" => {
-                println!("treeboot-prepare-root {}", env!("CARGO_PKG_VERSION"));
-                return;
-            }
+            s if PREPARE_ROOT.answer(s) => return,
             s if s.starts_with('-') => usage(),
             s => sysroot = Some(Utf8PathBuf::from(s)),
         }

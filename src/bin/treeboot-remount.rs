@@ -1,23 +1,17 @@
 //! treeboot-remount: after switch-root, make /sysroot, /var and /etc
 //! writable as recorded in /run/ostree-booted. Links only libc.
 
+use treeboot::early::REMOUNT;
 use treeboot::formats::runstate::Booted;
 
 fn main() {
     // `--root DIR` applies the policy below DIR instead of / (for tests).
     let args: Vec<String> = std::env::args().collect();
     let root = match args.get(1).map(String::as_str) {
-        Some("-h" | "--help") => {
-            println!("usage: treeboot-remount [--root DIR]\nAfter switch-root, make /sysroot, /var and /etc writable as /run/ostree-booted records.");
-            return;
-        }
-        Some("--version") => {
-            println!("treeboot-remount {}", env!("CARGO_PKG_VERSION"));
-            return;
-        }
+        Some(a) if REMOUNT.answer(a) => return,
         Some("--root") => args.get(2).cloned().unwrap_or_else(|| "/".into()),
         Some(_) => {
-            eprintln!("usage: treeboot-remount [--root DIR]");
+            eprintln!("{}", REMOUNT.usage);
             std::process::exit(2);
         }
         None => "/".into(),

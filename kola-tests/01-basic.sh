@@ -19,6 +19,10 @@ case "${AUTOPKGTEST_REBOOT_MARK:-}" in
     echo persist > /var/kola-persist
     treeboot status --json | tr -d ' \n' | grep -q '"booted":true' || fatal "treeboot status names no booted deployment"
     ostree admin status | grep '^\* debian' | grep -q "$(booted_csum)" || fatal "ostree admin status disagrees"
+    # What a person reads: the booted marker and word, the running kernel.
+    treeboot status | tee /tmp/status
+    grep -q "^\* 0 debian $(booted_csum)\.0 (booted, default)" /tmp/status || fatal "status does not mark the booted deployment"
+    grep -qx "    Kernel: $(uname -r)" /tmp/status || fatal "status does not name the running kernel $(uname -r)"
     systemctl is-active treeboot-remount.service
     treeboot verify
     /tmp/autopkgtest-reboot second

@@ -3,24 +3,24 @@
 //! Module directions (no arrow runs back up): `ops` → `bootloader` →
 //! `sysroot` → `formats`; `ops` also uses `etcmerge`, `repo`. `etcmerge`
 //! knows nothing of sysroots. See docs/ARCHITECTURE.md.
-/// Print a line to stdout, ignoring errors: a reader that closed the pipe
-/// (`treeboot deploy | head -1`) must never abort an update halfway. When
-/// stdout carries a JSON document ([`JSON_STDOUT`]), to stderr instead.
+/// Say a sentence on the way (suppressed by `--quiet`; a JSON `message`
+/// event with `--json`): see [`output::message`].
 #[macro_export]
 macro_rules! say {
-    ($($t:tt)*) => {{
-        use std::io::Write as _;
-        if $crate::JSON_STDOUT.load(std::sync::atomic::Ordering::Relaxed) {
-            let _ = writeln!(std::io::stderr(), $($t)*);
-        } else {
-            let _ = writeln!(std::io::stdout(), $($t)*);
-        }
-    }};
+    ($($t:tt)*) => { $crate::output::message(1, format_args!($($t)*)) };
 }
 
-/// Set by a command run with `--json`: its stdout is one JSON document,
-/// and what the operations say on the way goes to stderr.
-pub static JSON_STDOUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// A detail only `--verbose` shows.
+#[macro_export]
+macro_rules! detail {
+    ($($t:tt)*) => { $crate::output::message(2, format_args!($($t)*)) };
+}
+
+/// A warning on stderr, always said: see [`output::warning`].
+#[macro_export]
+macro_rules! warn {
+    ($($t:tt)*) => { $crate::output::warning(format_args!($($t)*)) };
+}
 
 /// A refusal with a message, as a type of its own so that the CLI can map it
 /// to an exit code (`cli::exit_code`).
@@ -48,6 +48,7 @@ pub mod formats;
 pub mod fsutil;
 pub mod journal;
 pub mod ops;
+pub mod output;
 pub mod repo;
 pub mod sys;
 pub mod sysroot;

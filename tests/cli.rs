@@ -103,7 +103,9 @@ fn deploy_json_keeps_stdout_for_the_document() {
     assert_eq!(doc["stateroot"], "testos");
     assert_eq!(doc["version"], "1.0");
     assert_eq!(doc["serial"], 0);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("Bootloader updated"), "the sentences went to stderr");
+    let events = String::from_utf8_lossy(&o.stderr);
+    assert!(events.lines().any(|l| l.contains(r#""type":"progress""#) && l.contains(r#""phase":"checkout""#)), "progress went to stderr: {events}");
+    assert!(!events.contains("Bootloader updated"), "no internal bookkeeping line: {events}");
     let err = run_fail(tb(&root).args(["deploy", "--lock-finalization", "testos/v2"]));
     assert!(err.contains("--lock-finalization applies to a staged deployment"), "{err}");
 }
@@ -119,7 +121,7 @@ fn man_pages_and_completions_are_generated() {
     let page = |name: &str| std::fs::read_to_string(man.join(format!("{name}.8"))).unwrap_or_else(|e| panic!("{name}.8: {e}"));
     let verbs = [
         "init-fs", "os-init", "status", "deploy", "stage", "finalize-staged", "lock-finalization", "boot-complete", "verify",
-        "set-default", "rollback", "undeploy", "pin", "cleanup", "kargs", "etc", "etc-diff",
+        "set-default", "rollback", "undeploy", "pin", "cleanup", "kargs", "etc", "etc-diff", "diff",
     ];
     assert!(page("treeboot").contains(".TH treeboot 8"), "{}", page("treeboot"));
     for v in verbs {
@@ -127,7 +129,7 @@ fn man_pages_and_completions_are_generated() {
         assert!(p.contains(&format!(".TH treeboot-{v} 8")), "treeboot-{v}.8:\n{p}");
     }
     let deploy = page("treeboot-deploy");
-    for opt in ["os", "origin\\-file", "karg\\-append", "not\\-as\\-default", "no\\-merge", "json", "stage"] {
+    for opt in ["os", "origin\\-file", "karg\\-append", "not\\-as\\-default", "no\\-merge", "json", "quiet", "verbose", "sysroot", "stage"] {
         assert!(deploy.contains(&format!("\\-\\-{opt}")), "--{opt} is not on treeboot-deploy.8");
     }
     for early in ["treeboot-prepare-root", "treeboot-remount", "treeboot-generator"] {
@@ -142,3 +144,29 @@ fn man_pages_and_completions_are_generated() {
         assert!(c.contains(needle) && c.contains("karg-append"), "{rel}");
     }
 }
+
+/// `--quiet` keeps answers and drops the sentences of a writing command;
+/// `status` answers what rpm-ostree's does (dates, subject, kernel, what
+/// boots next) and `--verbose` adds the paths.
+#[test]
+fn quiet_verbose_and_the_status_a_person_reads() {
+    let s = Scratch::new("cli-quiet");
+    let root = sysroot_with_commits(&s);
+    let out = run(tb(&root).args(["--quiet", "deploy", "--karg", "root=LABEL=root", "testos/v1"]));
+    assert_eq!(out, "", "a quiet deploy says nothing");
+    let out = run(tb(&root).args(["deploy", "-v", "testos/v3"]));
+    assert!(out.contains("Deployed testos "), "{out}");
+    assert!(out.contains("Boot configuration: "), "--verbose adds the detail: {out}");
+    let st = run(tb(&root).args(["-q", "status"]));
+    assert!(st.contains("  0 testos ") && st.contains("(default)"), "status answers even when quiet: {st}");
+    assert!(st.contains("    Version: 3.0 (2026-01-01 00:00:00 UTC)\n"), "{st}");
+    assert!(st.contains("    Subject: 3.0\n") && st.contains("    Kernel: 6.1.0-test\n"), "{st}");
+    assert!(!st.contains("Entry: "), "{st}");
+    assert!(!st.contains("Update pending"), "nothing is booted, so nothing is pending: {st}");
+    let v = run(tb(&root).args(["status", "--verbose"]));
+    assert!(v.contains("    Entry: boot/loader.") && v.contains("    Origin file: ostree/deploy/testos/deploy/"), "{v}");
+    assert!(run(tb(&root).args(["-q", "kargs"])).starts_with("root=LABEL=root"), "kargs answers even when quiet");
+    let err = run_fail(tb(&root).args(["-q", "-v", "status"]));
+    assert!(err.contains("cannot be used with"), "{err}");
+}
+

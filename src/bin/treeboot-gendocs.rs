@@ -58,7 +58,10 @@ fn main() -> Result<()> {
     let share = PathBuf::from(std::env::args_os().nth(1).context("usage: treeboot-gendocs SHAREDIR")?);
     let man = share.join("man/man8");
     std::fs::create_dir_all(&man).with_context(|| format!("Creating {}", man.display()))?;
-    let cli = treeboot::cli::Cli::command().disable_help_subcommand(true);
+    let mut cli = treeboot::cli::Cli::command().disable_help_subcommand(true);
+    // Propagates the global options (--sysroot, --json, --quiet, --verbose)
+    // to every verb, so that each verb's page lists them.
+    cli.build();
     write_man(&man, cli.clone())?;
     write_verbs(&man, &cli, "treeboot")?;
     for cmd in early_binaries() {

@@ -26,8 +26,7 @@ fn main() {
         Ok(0) => {}
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::exit(treeboot::cli::exit_code(&e));
+            std::process::exit(treeboot::output::fail(&e));
         }
     }
 }

@@ -37,8 +37,7 @@ fn main() {
             std::process::exit(1);
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::exit(treeboot::cli::exit_code(&e));
+            std::process::exit(treeboot::output::fail(&e));
         }
     }
 }

@@ -376,6 +376,7 @@ pub fn install_kernel(sysroot: &Dir, deploy: &Dir, stateroot: &str, k: &Kernel) 
     let mut guard = TmpGuard(&bootostree, &tmpname, true);
     let tmp = bootostree.open_dir(&tmpname)?;
     let src = deploy.open_dir(k.srcdir.as_std_path())?;
+    let mut progress = crate::output::Progress::start("kernel", &format!("Copying kernel {} into /boot", k.kver), Some(need), true);
     for (sname, dname) in k.files() {
         failpoint::hit("kernel::before-file");
         // A symlink is copied from its target (opened inside the tree), never
@@ -406,7 +407,9 @@ pub fn install_kernel(sysroot: &Dir, deploy: &Dir, stateroot: &str, k: &Kernel) 
             rustix::fs::fchmod(&d, Mode::from_raw_mode(0o644))?;
             rustix::fs::fdatasync(&d).with_context(|| format!("Syncing {dname}"))?;
         }
+        progress.inc(src.metadata(&sname).map(|m| m.len()).unwrap_or(0));
     }
+    progress.finish();
     if k.dtb {
         copy_dtb(deploy, &k.srcdir.join("dtb"), &tmp, "dtb")?;
     }

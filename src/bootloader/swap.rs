@@ -280,7 +280,7 @@ fn freeze_thaw(dir: &Dir, what: &str) -> Result<()> {
         // Cannot freeze (tmpfs, overlay), or someone else froze it.
         Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOTTY | rustix::io::Errno::INVAL | rustix::io::Errno::BUSY) => Ok(()),
         Err(rustix::io::Errno::PERM) => {
-            eprintln!("warning: cannot freeze {what} to flush its journal (not permitted)");
+            crate::warn!("cannot freeze {what} to flush its journal (not permitted)");
             Ok(())
         }
         Err(e) => Err(anyhow!(e).context(format!("Freezing {what}"))),

@@ -5,10 +5,10 @@ use camino::Utf8PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::etcmerge::{self, ChangeKind};
-use crate::fsutil::display_path;
 use crate::ops;
 use crate::sysroot::Sysroot;
 
+pub mod report;
 #[cfg(feature = "libostree")]
 pub mod write;
 
@@ -18,6 +18,16 @@ pub struct Cli {
     /// The sysroot to operate on.
     #[arg(long, global = true, default_value = "/")]
     pub sysroot: Utf8PathBuf,
+    /// Print the result as one JSON document on stdout, and messages,
+    /// warnings, progress and the error as JSON lines on stderr (docs/json.md).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only answers, warnings and errors.
+    #[arg(long, short, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print more detail (status: every field).
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -60,9 +70,6 @@ pub struct DeployArgs {
     /// Staging only: stage it locked (not applied until `lock-finalization --unlock`).
     #[arg(long)]
     pub lock_finalization: bool,
-    /// Print the result as one JSON document instead of sentences.
-    #[arg(long)]
-    pub json: bool,
     /// A ref (`remote:ref` or `ref`) or a commit checksum.
     pub refspec: String,
 }
@@ -102,9 +109,6 @@ pub enum EtcCmd {
         /// Deployment index (default: the booted one, else the default).
         #[arg(long)]
         deployment: Option<usize>,
-        /// Print the changes as one JSON document.
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -122,9 +126,9 @@ pub enum Cmd {
     },
     /// List deployments in boot order.
     Status {
-        /// Print the status as one JSON document (docs/status.schema.json).
+        /// Print the JSON schema of `status --json` (docs/json/status.schema.json) and exit.
         #[arg(long)]
-        json: bool,
+        json_schema: bool,
     },
     /// Deploy a commit as a new deployment.
     Deploy(DeployCmd),
@@ -145,11 +149,7 @@ pub enum Cmd {
     /// Report a finalize failure of the previous shutdown (treeboot-boot-complete.service).
     BootComplete,
     /// Check that the sysroot is bootable; report every problem.
-    Verify {
-        /// Print the report as one JSON document.
-        #[arg(long)]
-        json: bool,
-    },
+    Verify,
     /// Make a deployment the default.
     SetDefault {
         /// Deployment index, as `status` numbers them (0 is the default).
@@ -190,6 +190,13 @@ pub enum Cmd {
     /// The /etc merge: preview what differs.
     #[command(subcommand)]
     Etc(EtcCmd),
+    /// What changed between two deployments: files in /usr, and packages.
+    Diff {
+        /// The deployment to compare from (default: the booted one, else deployment 1).
+        from: Option<usize>,
+        /// The deployment to compare to (default: the staged one, else the default).
+        to: Option<usize>,
+    },
 }
 
 crate::refusal!(
@@ -215,24 +222,18 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
     }
 }
 
-/// Print one JSON document on stdout (which `--json` keeps for it alone).
-pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(v)?);
-    Ok(())
-}
-
 /// A command that only reads (or finalizes, which needs no libostree): it
 /// runs in the `treeboot` binary itself, which does not link libostree (its
 /// start-up alone costs ~12 ms).
 enum ReadCmd {
-    Status { json: bool },
+    Status { json_schema: bool },
     /// `kargs` without edits.
     ShowKargs { deployment: Option<usize> },
     BootComplete,
     FinalizeStaged { hold: bool },
-    Verify { json: bool },
-    EtcDiff { deployment: Option<usize>, json: bool },
+    Verify,
+    EtcDiff { deployment: Option<usize> },
+    Diff { from: Option<usize>, to: Option<usize> },
 }
 
 /// A writing command: `treeboot` execs `treeboot-writer`, which runs it
@@ -283,7 +284,7 @@ impl From<Cmd> for Route {
     fn from(cmd: Cmd) -> Self {
         use Route::{Read, Write};
         match cmd {
-            Cmd::Status { json } => Read(ReadCmd::Status { json }),
+            Cmd::Status { json_schema } => Read(ReadCmd::Status { json_schema }),
             Cmd::Kargs { append, delete, replace, deployment } => {
                 if append.is_empty() && delete.is_empty() && replace.is_empty() {
                     Read(ReadCmd::ShowKargs { deployment })
@@ -293,8 +294,9 @@ impl From<Cmd> for Route {
             }
             Cmd::BootComplete => Read(ReadCmd::BootComplete),
             Cmd::FinalizeStaged { hold } => Read(ReadCmd::FinalizeStaged { hold }),
-            Cmd::Verify { json } => Read(ReadCmd::Verify { json }),
-            Cmd::Etc(EtcCmd::Diff { deployment, json }) => Read(ReadCmd::EtcDiff { deployment, json }),
+            Cmd::Verify => Read(ReadCmd::Verify),
+            Cmd::Etc(EtcCmd::Diff { deployment }) => Read(ReadCmd::EtcDiff { deployment }),
+            Cmd::Diff { from, to } => Read(ReadCmd::Diff { from, to }),
             Cmd::InitFs { path } => Write(WriteCmd::InitFs { path }),
             Cmd::OsInit { stateroot } => Write(WriteCmd::OsInit { stateroot }),
             Cmd::Deploy(d) if d.stage => Write(WriteCmd::Stage(d.args)),
@@ -323,6 +325,7 @@ pub enum Next {
 
 /// Run the command if it only reads; a writing command is handed back.
 pub fn run_reader(cli: Cli) -> Result<Next> {
+    crate::output::configure(cli.json, cli.quiet, cli.verbose);
     let sysroot = cli.sysroot;
     let cmd = match Route::from(cli.cmd) {
         Route::Read(cmd) => cmd,
@@ -336,16 +339,17 @@ pub fn run_reader(cli: Cli) -> Result<Next> {
         }
     };
     match cmd {
-        ReadCmd::Status { json } => {
+        ReadCmd::Status { json_schema: true } => {
+            println!("{}", serde_json::to_string_pretty(&crate::output::schema::<ops::status::Status>())?);
+        }
+        ReadCmd::Status { json_schema: false } => {
             let s = Sysroot::load(&sysroot)?;
             let st = ops::status::status(&s)?;
-            if json {
-                print_json(&st)?;
-            } else {
-                print!("{}", ops::status::render(&st));
+            crate::output::report(&st)?;
+            if !crate::output::json() {
                 let v = ops::verify::check(&s)?;
                 if !v.bootable() {
-                    crate::say!("warning: `treeboot verify` finds {} problem(s): the sysroot may not boot", v.errors.len());
+                    crate::warn!("`treeboot verify` finds {} problem(s): the sysroot may not boot", v.errors.len());
                 }
             }
         }
@@ -355,32 +359,34 @@ pub fn run_reader(cli: Cli) -> Result<Next> {
                 Some(i) => s.by_index(i)?,
                 None => s.booted().or(s.deployments.first()).ok_or_else(|| anyhow!("there are no deployments"))?,
             };
-            let mut k = d.kargs.clone();
-            k.remove_key("ostree");
-            crate::say!("{}", k.to_cmdline());
+            crate::output::report(&report::Kargs::of(d, true))?;
         }
         ReadCmd::BootComplete => {
-            if !ops::stage::boot_complete(&sysroot)? {
+            let failure = ops::stage::boot_complete(&sysroot)?;
+            let failed = failure.is_some();
+            crate::output::report(&report::BootComplete { finalize_failure: failure })?;
+            if failed {
                 return Ok(Next::Exit(1));
             }
         }
         ReadCmd::FinalizeStaged { hold: true } => hold_boot(&sysroot)?,
         // Finalize runs here, without libostree (see ops::stage::finalize).
         ReadCmd::FinalizeStaged { hold: false } => {
-            ops::stage::finalize(&sysroot)?;
+            let outcome = ops::stage::finalize(&sysroot)?;
+            crate::output::report(&report::Finalized { outcome })?;
         }
-        ReadCmd::Verify { json } => {
+        ReadCmd::Verify => {
             let r = ops::verify::verify(&sysroot)?;
-            if json {
-                print_json(&r)?;
-            } else {
-                print!("{}", ops::verify::render(&r));
-            }
+            crate::output::report(&r)?;
             if !r.bootable() {
                 return Ok(Next::Exit(1));
             }
         }
-        ReadCmd::EtcDiff { deployment, json } => etc_diff(&sysroot, deployment, json)?,
+        ReadCmd::EtcDiff { deployment } => etc_diff(&sysroot, deployment)?,
+        ReadCmd::Diff { from, to } => {
+            let s = Sysroot::load(&sysroot)?;
+            crate::output::report(&ops::diff::diff(&s, from, to)?)?;
+        }
     }
     Ok(Next::Exit(0))
 }
@@ -398,50 +404,23 @@ fn hold_boot(sysroot: &camino::Utf8Path) -> Result<()> {
     }
 }
 
-fn etc_diff(sysroot: &camino::Utf8Path, deployment: Option<usize>, json: bool) -> Result<()> {
+fn etc_diff(sysroot: &camino::Utf8Path, deployment: Option<usize>) -> Result<()> {
     let s = Sysroot::load(sysroot)?;
     let d = match deployment {
         Some(i) => s.by_index(i)?,
         None => s.booted().or(s.deployments.first()).ok_or_else(|| anyhow!("there are no deployments"))?,
     };
-    let i = d.index;
     let dir = s.root.open_dir(d.path().as_std_path())?;
     let old = dir.open_dir("usr/etc").context("Opening usr/etc")?;
     let cur = dir.open_dir("etc").context("Opening etc")?;
     let diff = etcmerge::diff(&old, &cur)?;
-    if json {
-        #[derive(serde::Serialize)]
-        struct Out<'a> {
-            deployment: usize,
-            added: usize,
-            modified: usize,
-            removed: usize,
-            changes: &'a [etcmerge::Change],
-        }
-        print_json(&Out {
-            deployment: i,
-            added: diff.count(ChangeKind::Added),
-            modified: diff.count(ChangeKind::Modified),
-            removed: diff.count(ChangeKind::Removed),
-            changes: &diff.changes,
-        })?;
-    } else {
-        for c in &diff.changes {
-            let (m, how) = match c.kind {
-                ChangeKind::Added => ("A", String::new()),
-                ChangeKind::Removed => ("D", String::new()),
-                ChangeKind::Modified => ("M", format!(" ({})", c.how.join(", "))),
-            };
-            crate::say!("{m}    /etc/{}{how}", display_path(&c.path));
-        }
-        crate::say!(
-            "{} modified, {} added, {} removed (deployment {i})",
-            diff.count(ChangeKind::Modified),
-            diff.count(ChangeKind::Added),
-            diff.count(ChangeKind::Removed)
-        );
-    }
-    Ok(())
+    crate::output::report(&report::EtcDiff {
+        deployment: d.index,
+        added: diff.count(ChangeKind::Added),
+        modified: diff.count(ChangeKind::Modified),
+        removed: diff.count(ChangeKind::Removed),
+        changes: diff.changes,
+    })
 }
 
 #[cfg(test)]
@@ -455,12 +434,13 @@ mod tests {
 
     #[test]
     fn readers_and_writers_apart() {
-        assert!(matches!(route(&["status"]), Route::Read(ReadCmd::Status { json: false })));
+        assert!(matches!(route(&["status"]), Route::Read(ReadCmd::Status { json_schema: false })));
         assert!(matches!(route(&["kargs"]), Route::Read(ReadCmd::ShowKargs { deployment: None })));
         assert!(matches!(route(&["kargs", "--deployment", "1"]), Route::Read(ReadCmd::ShowKargs { deployment: Some(1) })));
         assert!(matches!(route(&["kargs", "--append", "a=b"]), Route::Write(WriteCmd::Kargs { .. })));
         assert!(matches!(route(&["finalize-staged", "--hold"]), Route::Read(ReadCmd::FinalizeStaged { hold: true })));
-        assert!(matches!(route(&["etc", "diff", "--json"]), Route::Read(ReadCmd::EtcDiff { json: true, .. })));
+        assert!(matches!(route(&["etc", "diff", "--json"]), Route::Read(ReadCmd::EtcDiff { deployment: None })));
+        assert!(matches!(route(&["diff", "1", "0"]), Route::Read(ReadCmd::Diff { from: Some(1), to: Some(0) })));
         assert!(matches!(route(&["deploy", "os:ref"]), Route::Write(WriteCmd::Deploy(_))));
         assert!(matches!(route(&["deploy", "--stage", "os:ref"]), Route::Write(WriteCmd::Stage(_))));
         assert!(matches!(route(&["stage", "os:ref"]), Route::Write(WriteCmd::Stage(_))));

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::fsutil::{self, display_path};
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum EntryType {
     File,
@@ -46,7 +46,7 @@ impl EntryType {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum ChangeKind {
     Added,
@@ -54,9 +54,11 @@ pub enum ChangeKind {
     Removed,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// One difference: a path relative to the compared directory.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Change {
     #[serde(serialize_with = "super::ser_path")]
+    #[schemars(with = "String")]
     pub path: PathBuf,
     pub kind: ChangeKind,
     /// For modifications: what differs (`type`, `content`, `mode`, `owner`,
@@ -148,6 +150,8 @@ impl DiffCache {
 struct Walk<'a> {
     known: Option<&'a DiffCache>,
     record: Option<&'a mut DiffCache>,
+    /// How errors name the two trees (`/usr/etc` and `/etc` for the merge).
+    labels: (&'a str, &'a str),
 }
 
 /// [`diff`], trusting `known` equal pairs whose inodes did not change, and
@@ -156,16 +160,27 @@ pub fn diff_cached(old: impl AsFd, current: impl AsFd, known: Option<&DiffCache>
     let mut d = Diff::default();
     let old = rustix::io::fcntl_dupfd_cloexec(old.as_fd(), 0)?;
     let cur = rustix::io::fcntl_dupfd_cloexec(current.as_fd(), 0)?;
-    let mut w = Walk { known, record };
+    let mut w = Walk { known, record, labels: ("/usr/etc", "/etc") };
+    walk(&old, &cur, &PathBuf::new(), &mut d, &mut w)?;
+    Ok(d)
+}
+
+/// [`diff`] of any two trees (`treeboot diff` compares two deployments'
+/// /usr), errors naming them `old_label/PATH` and `cur_label/PATH`.
+pub fn diff_trees(old: impl AsFd, current: impl AsFd, old_label: &str, cur_label: &str) -> Result<Diff> {
+    let mut d = Diff::default();
+    let old = rustix::io::fcntl_dupfd_cloexec(old.as_fd(), 0)?;
+    let cur = rustix::io::fcntl_dupfd_cloexec(current.as_fd(), 0)?;
+    let mut w = Walk { known: None, record: None, labels: (old_label, cur_label) };
     walk(&old, &cur, &PathBuf::new(), &mut d, &mut w)?;
     Ok(d)
 }
 
 fn walk(old: &OwnedFd, cur: &OwnedFd, rel: &Path, out: &mut Diff, w: &mut Walk) -> Result<()> {
     let old_names = fsutil::read_names(old)
-        .with_context(|| format!("Reading defaults directory /usr/etc/{}", display_path(rel)))?;
+        .with_context(|| format!("Reading directory {}/{}", w.labels.0, display_path(rel)))?;
     let cur_names = fsutil::read_names(cur)
-        .with_context(|| format!("Reading directory /etc/{}", display_path(rel)))?;
+        .with_context(|| format!("Reading directory {}/{}", w.labels.1, display_path(rel)))?;
     // Both lists are sorted: merge them.
     let (mut i, mut j) = (0, 0);
     loop {
@@ -188,7 +203,7 @@ fn walk(old: &OwnedFd, cur: &OwnedFd, rel: &Path, out: &mut Diff, w: &mut Walk) 
             std::cmp::Ordering::Greater => {
                 let name = &cur_names[j];
                 let st = rustix::fs::statat(cur, name.as_os_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-                    .with_context(|| format!("Examining /etc/{}", display_path(&rel.join(name))))?;
+                    .with_context(|| format!("Examining {}/{}", w.labels.1, display_path(&rel.join(name))))?;
                 out.changes.push(Change {
                     path: rel.join(name),
                     kind: ChangeKind::Added,
@@ -210,7 +225,8 @@ fn walk(old: &OwnedFd, cur: &OwnedFd, rel: &Path, out: &mut Diff, w: &mut Walk) 
 
 fn compare(old: &OwnedFd, cur: &OwnedFd, name: &OsStr, rel: &Path, out: &mut Diff, w: &mut Walk) -> Result<()> {
     let path = rel.join(name);
-    let ctx = || format!("Comparing /etc/{}", display_path(&path));
+    let labels = w.labels;
+    let ctx = || format!("Comparing {}/{}", labels.1, display_path(&path));
     let so = rustix::fs::statat(old, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).with_context(ctx)?;
     let sc = rustix::fs::statat(cur, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).with_context(ctx)?;
     let keys = (key(&so), key(&sc));

@@ -15,7 +15,7 @@ pub mod apply;
 mod diff;
 
 pub use apply::{apply, copy_defaults_for, copy_tree, ApplyStats};
-pub use diff::{diff, diff_cached, Change, ChangeKind, Diff, DiffCache, EntryType};
+pub use diff::{diff, diff_cached, diff_trees, Change, ChangeKind, Diff, DiffCache, EntryType};
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -75,7 +75,8 @@ pub struct Conflict {
     pub hint: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+/// The /etc merge in numbers.
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct PlanSummary {
     pub modified: usize,
     pub added: usize,

@@ -389,11 +389,34 @@ impl<'a> VarDict<'a> {
 /// The `version` metadata of a commit object (`(a{sv}aya(say)sstayay)`),
 /// as `ostree log` shows it; None when the commit has none.
 pub fn commit_version(data: &[u8]) -> Result<Option<String>, String> {
+    Ok(commit_info(data)?.version)
+}
+
+/// What `status` shows of a commit object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// The `version` metadata key.
+    pub version: Option<String>,
+    /// The subject line (None when empty).
+    pub subject: Option<String>,
+    /// Seconds since the epoch (ostree stores it big-endian).
+    pub timestamp: u64,
+}
+
+/// Read a commit object `(a{sv}aya(say)sstayay)`: metadata, parent,
+/// related, subject, body, timestamp, root trees.
+pub fn commit_info(data: &[u8]) -> Result<CommitInfo, String> {
     use gvariant::{Marker, Structure};
     let d = gvariant::aligned_bytes::copy_to_align(data);
     let commit = gvariant::gv!("(a{sv}aya(say)sstayay)").cast(d.as_ref());
-    let (meta, ..) = commit.to_tuple();
-    Ok(VarDict::from_entries(meta.into_iter().map(|e| e.to_tuple())).string("version")?.map(String::from))
+    let (meta, _parent, _related, subject, _body, timestamp, ..) = commit.to_tuple();
+    let version = VarDict::from_entries(meta.into_iter().map(|e| e.to_tuple())).string("version")?.map(String::from);
+    let subject = subject.to_str().trim();
+    Ok(CommitInfo {
+        version,
+        subject: (!subject.is_empty()).then(|| subject.to_string()),
+        timestamp: u64::from_be(*timestamp),
+    })
 }
 
 #[cfg(test)]

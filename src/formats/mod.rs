@@ -4,6 +4,7 @@
 //! strings or bytes, so each format is tested on its own.
 
 pub mod bls;
+pub mod dpkg;
 pub mod gvariant;
 pub mod kargs;
 pub mod keyfile;

@@ -21,7 +21,8 @@ use crate::formats::names::parse_deploy_name;
 use crate::fsutil;
 use crate::sysroot::Sysroot;
 
-#[derive(Debug, Default, Serialize)]
+/// `treeboot cleanup --json`: what was removed.
+#[derive(Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct CleanupStats {
     pub deployments_removed: Vec<String>,
     pub kernel_dirs_removed: Vec<String>,
@@ -83,7 +84,9 @@ pub fn cleanup_with(w: &mut Writer, prune: bool) -> Result<CleanupStats> {
     // next cleanup: it is not needed for booting.
     if prune && w.has_store() {
         failpoint::hit("cleanup::prune");
+        let progress = crate::output::Progress::start("prune", "Pruning the repository", None, false);
         let (n, bytes) = w.store()?.prune()?;
+        progress.finish();
         stats.objects_pruned = n;
         stats.bytes_freed = bytes;
     }

@@ -41,7 +41,8 @@ pub struct DeployOpts {
 
 /// A checked-out, merged deployment with its kernel in `/boot`, not yet in
 /// the deployment list.
-#[derive(Debug, Clone, Serialize)]
+/// `treeboot deploy --json`: the new deployment.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Prepared {
     pub stateroot: String,
     pub checksum: String,
@@ -223,7 +224,9 @@ pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode)
     let deploy_parent = root.open_dir(format!("ostree/deploy/{stateroot}/deploy"))?;
     failpoint::hit("deploy::checkout");
     let mut guard = NewDeploymentGuard { root, path: rel.clone(), armed: true };
+    let progress = crate::output::Progress::start("checkout", &format!("Checking out {}", &csum[..csum.len().min(12)]), None, false);
     w.store()?.checkout(&csum, &deploy_parent, &format!("{csum}.{serial}"))?;
+    progress.finish();
     let deploy = root.open_dir(&rel)?;
     ensure_backing(root, &rel, &deploy)?;
     crate::timing::step("deploy: checkout");
@@ -245,7 +248,9 @@ pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode)
 
     // /etc: the new defaults with the admin's changes from the merge deployment.
     failpoint::hit("deploy::etc");
+    let progress = crate::output::Progress::start("etc-merge", "Merging /etc", None, false);
     let (summary, etc_cache) = merge_etc(root, merge.as_ref(), &deploy, mode)?;
+    progress.finish();
 
     crate::timing::step("deploy: /etc merge applied");
     seed_var(root, &deploy, &stateroot)?;
@@ -465,7 +470,7 @@ pub fn deploy(w: &mut Writer, refspec: &str, opts: &DeployOpts) -> Result<Prepar
             if !s.deployments.iter().any(|d| d.csum == p.checksum && d.serial == p.serial && d.stateroot == p.stateroot) {
                 w.sysroot = s;
                 if let Err(ce) = super::cleanup::cleanup_with(w, false) {
-                    eprintln!("warning: removing what the failed deploy left: {ce:#}");
+                    crate::warn!("removing what the failed deploy left: {ce:#}");
                 }
             }
         }

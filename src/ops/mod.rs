@@ -3,6 +3,7 @@
 
 pub mod cleanup;
 pub mod deploy;
+pub mod diff;
 pub mod init;
 pub mod lifecycle;
 pub mod stage;
@@ -157,12 +158,12 @@ pub fn commit_list(w: &mut Writer, list: &[BootDeployment]) -> Result<SwapResult
         grub,
         w.opts,
     )?;
-    crate::say!(
-        "Bootloader updated; bootconfig swap: {}; bootversion: boot.{}.{}, deployment count change: {}",
-        if r.full { "yes" } else { "no" },
+    crate::detail!(
+        "Boot configuration: {} (ostree/boot.{}.{}), {} deployment(s) listed",
+        if r.full { format!("new entries in boot/loader.{}, swapped in", r.bootversion) } else { "same entries, new deployment links".into() },
         r.bootversion,
         r.subbootversion,
-        list.len() as i64 - w.sysroot.deployments.len() as i64
+        list.len()
     );
     crate::timing::step("swap");
     let csums: Vec<String> = list.iter().map(|d| d.csum.clone()).collect();
@@ -178,7 +179,7 @@ pub fn commit_list(w: &mut Writer, list: &[BootDeployment]) -> Result<SwapResult
     // directory it cannot remove) is said, and the write still succeeds, as
     // with libostree; the next cleanup tries again.
     if let Err(e) = cleanup::cleanup_with(w, dropped_commit) {
-        eprintln!("warning: the new deployment list is in place, but cleaning up failed (run `treeboot cleanup` again): {e:#}");
+        crate::warn!("the new deployment list is in place, but cleaning up failed (run `treeboot cleanup` again): {e:#}");
     }
     crate::timing::step("cleanup");
     Ok(r)

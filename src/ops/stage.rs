@@ -37,7 +37,8 @@ crate::refusal!(
     NotBooted
 );
 
-#[derive(Debug, Serialize)]
+/// `treeboot stage --json`: the staged deployment.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct StageResult {
     pub stateroot: String,
     pub deployment: String,
@@ -104,12 +105,12 @@ pub fn stage(w: &mut Writer, refspec: &str, opts: &DeployOpts, lock: bool) -> Re
         // The new stage is in place: failing to remove the old one is a
         // warning (cleanup removes it later), not a failed stage.
         match remove_replaced(w, &prev, &p.stateroot, &p.bootcsum) {
-            Ok(()) => eprintln!("Replaced the staged deployment {}", prev.name()),
-            Err(e) => eprintln!("warning: replaced the staged deployment {}, but removing it failed (cleanup will): {e:#}", prev.name()),
+            Ok(()) => crate::say!("Replaced the staged deployment {}", prev.name()),
+            Err(e) => crate::warn!("replaced the staged deployment {}, but removing it failed (cleanup will): {e:#}", prev.name()),
         }
     }
     if let Err(e) = w.sysroot.run.write(runstate::REBOOT_REQUIRED, "*** System restart required ***\n") {
-        eprintln!("warning: {e:#}");
+        crate::warn!("{e:#}");
     }
     let started = start_finalize_unit();
     let name = format!("{}.{}", p.checksum, p.serial);
@@ -167,11 +168,11 @@ fn start_finalize_unit() -> bool {
     match std::process::Command::new("systemctl").args(["start", "treeboot-finalize-staged.service"]).status() {
         Ok(s) if s.success() => true,
         Ok(s) => {
-            eprintln!("warning: systemctl start treeboot-finalize-staged.service: {s}");
+            crate::warn!("systemctl start treeboot-finalize-staged.service: {s}");
             false
         }
         Err(e) => {
-            eprintln!("warning: running systemctl: {e}");
+            crate::warn!("running systemctl: {e}");
             false
         }
     }
@@ -205,7 +206,7 @@ fn write_etc_cache(run: &RunState, staged: &str, merge: &str, cache: &etcmerge::
     let mut data = cache_header(staged, merge).into_bytes();
     data.extend(cache.serialize());
     if let Err(e) = run.write(ETC_CACHE, data) {
-        eprintln!("warning: {e:#}");
+        crate::warn!("{e:#}");
     }
 }
 
@@ -223,7 +224,8 @@ pub(crate) fn forget_staged(run: &RunState) -> Result<()> {
     run.remove_file(ETC_CACHE)
 }
 
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, schemars::JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
 pub enum FinalizeOutcome {
     NothingStaged,
     Locked,
@@ -398,24 +400,27 @@ fn install_staged_kernel(root: &Dir, ddir: &Dir, dshown: &str, d: &crate::sysroo
 
 /// `boot-complete`: report (once) a finalize failure of the previous
 /// shutdown, and keep a copy in `/run` for `treeboot status` during this boot.
-pub fn boot_complete(sysroot: &Utf8Path) -> Result<bool> {
+/// The failure it reported, if any.
+pub fn boot_complete(sysroot: &Utf8Path) -> Result<Option<String>> {
     let root = Dir::open_ambient_dir(sysroot, cap_std_ext::cap_std::ambient_authority())
         .with_context(|| format!("Opening {sysroot}"))?;
     boot_complete_at(&root, &RunState::open_ambient()?)
 }
 
 #[context("Reporting the last finalization")]
-pub fn boot_complete_at(root: &Dir, run: &RunState) -> Result<bool> {
+pub fn boot_complete_at(root: &Dir, run: &RunState) -> Result<Option<String>> {
     let Some(msg) = root.read_to_string_optional(FAILURE_STAMP).with_context(|| format!("Reading {FAILURE_STAMP}"))? else {
-        return Ok(true);
+        return Ok(None);
     };
-    eprintln!("error: the previous shutdown did not apply the staged update; the old deployment was booted.");
-    eprintln!("error: {}", msg.trim_end());
+    if !crate::output::json() {
+        eprintln!("error: the previous shutdown did not apply the staged update; the old deployment was booted.");
+        eprintln!("error: {}", msg.trim_end());
+    }
     if let Err(e) = run.write(runstate::FAILURE_RUN_COPY, &msg) {
-        eprintln!("warning: {e:#}");
+        crate::warn!("{e:#}");
     }
     root.remove_file(FAILURE_STAMP).with_context(|| format!("Removing {FAILURE_STAMP}"))?;
-    Ok(false)
+    Ok(Some(msg.trim_end().to_string()))
 }
 
 #[cfg(test)]

@@ -25,7 +25,8 @@ use crate::formats::names::parse_deploy_name;
 use crate::fsutil;
 use crate::sysroot::{RunState, Sysroot};
 
-#[derive(Debug, Default, Serialize)]
+/// `treeboot verify --json`: every problem found.
+#[derive(Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct Report {
     pub errors: Vec<String>,
     pub notes: Vec<String>,

@@ -501,6 +501,12 @@ impl Sysroot {
     /// `ostree/repo/objects` without libostree (None when the commit or the
     /// key is missing).
     pub fn commit_version(&self, csum: &str) -> Result<Option<String>> {
+        Ok(self.commit_info(csum)?.and_then(|c| c.version))
+    }
+
+    /// Version, subject and timestamp of a commit, from its object (None
+    /// when the object is missing).
+    pub fn commit_info(&self, csum: &str) -> Result<Option<crate::formats::gvariant::CommitInfo>> {
         if csum.len() < 3 {
             return Ok(None);
         }
@@ -508,7 +514,7 @@ impl Sysroot {
         let Some(data) = self.root.read_optional(&rel)? else {
             return Ok(None);
         };
-        crate::formats::gvariant::commit_version(&data).map_err(|e| anyhow!("{}/{rel}: {e}", self.path))
+        crate::formats::gvariant::commit_info(&data).map(Some).map_err(|e| anyhow!("{}/{rel}: {e}", self.path))
     }
 
     /// Whether `boot` is a different filesystem from the sysroot.

@@ -66,6 +66,10 @@ install: build static
 	install -Dm755 grub/10_treeboot $(DESTDIR)/etc/grub.d/10_treeboot
 	install -Dm644 grub/grub.cfg $(DESTDIR)$(PREFIX)/share/treeboot/grub.cfg
 	for d in docs/commands/*.md docs/*.md; do install -Dm644 $$d $(DESTDIR)$(PREFIX)/share/doc/treeboot/$$(basename $$d); done
+	for d in docs/json/*.json; do install -Dm644 $$d $(DESTDIR)$(PREFIX)/share/doc/treeboot/json/$$(basename $$d); done
+	# Hand-written pages: the units (section 8) and the config files (5).
+	for m in man/*.5; do install -Dm644 $$m $(DESTDIR)$(PREFIX)/share/man/man5/$$(basename $$m); done
+	for m in man/*.8; do install -Dm644 $$m $(DESTDIR)$(PREFIX)/share/man/man8/$$(basename $$m); done
 	# Man pages (section 8) and bash/zsh/fish completions, generated from
 	# the command-line definitions.
 	target/release/treeboot-gendocs $(DESTDIR)$(PREFIX)/share

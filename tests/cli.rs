@@ -170,3 +170,37 @@ fn quiet_verbose_and_the_status_a_person_reads() {
     assert!(err.contains("cannot be used with"), "{err}");
 }
 
+/// Every `man:` page a unit's `Documentation=` names exists: generated
+/// (`treeboot-gendocs`) or hand-written in man/ (the units, the config
+/// files), and `make install` installs man/ (checked in the Makefile).
+#[test]
+fn every_documented_man_page_exists() {
+    let s = Scratch::new("cli-man");
+    run(Command::new(env!("CARGO_BIN_EXE_treeboot-gendocs")).arg(&s.path));
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut named = Vec::new();
+    for e in std::fs::read_dir(src.join("systemd")).unwrap() {
+        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+        for line in text.lines().filter(|l| l.starts_with("Documentation=")) {
+            for w in line["Documentation=".len()..].split_whitespace().filter_map(|w| w.strip_prefix("man:")) {
+                let (name, sect) = w.trim_end_matches(')').split_once('(').unwrap();
+                named.push((name.to_string(), sect.to_string()));
+            }
+        }
+    }
+    assert!(named.iter().any(|(n, _)| n == "treeboot-finalize-staged.service"), "{named:?}");
+    for (name, sect) in &named {
+        let generated = s.path.join(format!("man/man{sect}/{name}.{sect}"));
+        let written = src.join(format!("man/{name}.{sect}"));
+        assert!(generated.exists() || written.exists(), "man:{name}({sect}) is named by a unit but there is no such page");
+        if written.exists() {
+            let page = std::fs::read_to_string(&written).unwrap();
+            assert!(page.starts_with(".so ") || page.contains(&format!(".TH {}", name.to_uppercase())) || page.contains(&format!(".TH \"{}", name.to_uppercase())) || page.contains(&format!(".TH {name}")), "{name}.{sect} has no title");
+        }
+    }
+    for page in ["treeboot-prepare-root.conf.5", "treeboot-repo-config.5"] {
+        assert!(src.join("man").join(page).exists(), "man/{page}");
+    }
+    let makefile = std::fs::read_to_string(src.join("Makefile")).unwrap();
+    assert!(makefile.contains("man/*.5") && makefile.contains("man/*.8"), "make install installs the hand-written pages");
+}

@@ -60,7 +60,8 @@ install: build static
 	install -Dm755 $(STATIC_PR) $(DESTDIR)$(PREFIX)/lib/treeboot/treeboot-prepare-root-static
 	install -Dm755 target/release/treeboot-remount $(DESTDIR)$(PREFIX)/lib/treeboot/treeboot-remount
 	install -Dm755 target/release/treeboot-generator $(DESTDIR)$(PREFIX)/lib/systemd/system-generators/treeboot-generator
-	for u in systemd/*.service; do install -Dm644 $$u $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); done
+	for u in systemd/*.service systemd/*.timer; do install -Dm644 $$u $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); done
+	install -Dm644 conf/upgrade.conf $(DESTDIR)$(PREFIX)/share/treeboot/upgrade.conf.example
 	install -Dm755 dracut/98treeboot/module-setup.sh $(DESTDIR)$(PREFIX)/lib/dracut/modules.d/98treeboot/module-setup.sh
 	install -Dm644 dracut/treeboot.conf $(DESTDIR)$(PREFIX)/lib/dracut/dracut.conf.d/50-treeboot.conf
 	install -Dm755 grub/10_treeboot $(DESTDIR)/etc/grub.d/10_treeboot

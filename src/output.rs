@@ -51,6 +51,15 @@ pub fn styled() -> bool {
     !json() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
 }
 
+/// A UTC date for a person: `2026-12-02 21:40:05 UTC`.
+pub fn date(ts: u64) -> String {
+    i64::try_from(ts)
+        .ok()
+        .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| format!("{ts} (seconds since 1970)"))
+}
+
 /// One JSON line on stderr: `{"format_version":1,"type":T,...fields}`.
 fn event<T: Serialize>(kind: &str, fields: &T) {
     #[derive(Serialize)]
@@ -173,6 +182,7 @@ pub struct Progress {
     phase: &'static str,
     total: Option<u64>,
     done: u64,
+    bytes: Option<u64>,
     bar: Option<indicatif::ProgressBar>,
     json: bool,
     last: Instant,
@@ -183,6 +193,9 @@ struct Step<'a> {
     phase: &'a str,
     done: u64,
     total: Option<u64>,
+    /// Bytes transferred, for a phase counted in objects (`pull`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes: Option<u64>,
     finished: bool,
 }
 
@@ -211,11 +224,32 @@ impl Progress {
         if let (Some(b), Ok(mut a)) = (&bar, ACTIVE.lock()) {
             *a = Some(b.clone());
         }
-        let p = Progress { phase, total, done: 0, bar, json, last: Instant::now() };
+        let p = Progress { phase, total, done: 0, bytes: None, bar, json, last: Instant::now() };
         if json {
-            event("progress", &Step { phase, done: 0, total, finished: false });
+            event("progress", &Step { phase, done: 0, total, bytes: None, finished: false });
         }
         p
+    }
+
+    /// Set the position (and the total, which may grow), the bytes so far
+    /// and, on a terminal, the words shown.
+    pub fn set(&mut self, done: u64, total: Option<u64>, bytes: Option<u64>, what: Option<String>) {
+        self.done = done;
+        self.total = total;
+        self.bytes = bytes;
+        if let Some(b) = &self.bar {
+            if let Some(t) = total {
+                b.set_length(t);
+            }
+            b.set_position(done);
+            if let Some(w) = what {
+                b.set_message(w);
+            }
+        }
+        if self.json && self.last.elapsed() >= Duration::from_millis(200) {
+            self.last = Instant::now();
+            event("progress", &Step { phase: self.phase, done, total, bytes, finished: false });
+        }
     }
 
     pub fn inc(&mut self, n: u64) {
@@ -225,7 +259,7 @@ impl Progress {
         }
         if self.json && self.last.elapsed() >= Duration::from_millis(200) {
             self.last = Instant::now();
-            event("progress", &Step { phase: self.phase, done: self.done, total: self.total, finished: false });
+            event("progress", &Step { phase: self.phase, done: self.done, total: self.total, bytes: None, finished: false });
         }
     }
 
@@ -241,7 +275,7 @@ impl Drop for Progress {
             b.finish_and_clear();
         }
         if self.json {
-            event("progress", &Step { phase: self.phase, done: self.done, total: self.total, finished: true });
+            event("progress", &Step { phase: self.phase, done: self.done, total: self.total, bytes: self.bytes, finished: true });
         }
     }
 }

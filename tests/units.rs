@@ -12,7 +12,7 @@ fn units_verify() {
     let mut n = 0;
     for e in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd")).unwrap() {
         let p = e.unwrap().path();
-        if p.extension().and_then(|x| x.to_str()) != Some("service") {
+        if !matches!(p.extension().and_then(|x| x.to_str()), Some("service" | "timer")) {
             continue;
         }
         // systemd-analyze checks that ExecStart= binaries exist: point the

@@ -19,7 +19,7 @@ fn main() {
     let cli = treeboot::cli::Cli::parse();
     let r = match treeboot::cli::run_reader(cli) {
         Ok(Next::Exit(code)) => Ok(code),
-        Ok(Next::Write { sysroot, cmd }) => treeboot::cli::write::run_writer(&sysroot, cmd).map(|()| 0),
+        Ok(Next::Write { sysroot, cmd }) => treeboot::cli::write::run_writer(&sysroot, cmd),
         Err(e) => Err(e),
     };
     match r {

@@ -74,6 +74,52 @@ pub struct DeployArgs {
     pub refspec: String,
 }
 
+/// `upgrade` and `switch`.
+#[derive(Args, Debug, Clone)]
+pub struct UpgradeArgs {
+    /// Stateroot to upgrade (default: the booted one).
+    #[arg(long = "os")]
+    pub os: Option<String>,
+    /// Only say whether an update is available (exit 77 when there is none); change nothing.
+    #[arg(long, conflicts_with_all = ["download_only", "apply", "deploy"])]
+    pub check: bool,
+    /// Download and stage the update with finalization locked: `upgrade --apply` applies it later.
+    #[arg(long, conflicts_with_all = ["apply", "deploy"])]
+    pub download_only: bool,
+    /// Stage the update: it is applied at shutdown (the default).
+    #[arg(long)]
+    pub stage: bool,
+    /// Stage the update (or unlock the one downloaded) and reboot into it.
+    #[arg(long, conflicts_with = "deploy")]
+    pub apply: bool,
+    /// Write the new deployment now instead of staging it (for a sysroot that is not booted).
+    #[arg(long, conflicts_with = "stage")]
+    pub deploy: bool,
+    /// Accept a commit older than the deployment it replaces.
+    #[arg(long)]
+    pub allow_downgrade: bool,
+    /// Do what the policy of the config file says (treeboot-upgrade.service): none, check, stage or apply.
+    #[arg(long, conflicts_with_all = ["check", "download_only", "apply", "deploy", "stage"])]
+    pub automatic: bool,
+    /// The config file of --automatic.
+    #[arg(long, value_name = "FILE", default_value = "/etc/treeboot/upgrade.conf", requires = "automatic")]
+    pub config: Utf8PathBuf,
+}
+
+impl UpgradeArgs {
+    pub fn opts(&self, switch_to: Option<String>) -> ops::upgrade::UpgradeOpts {
+        ops::upgrade::UpgradeOpts {
+            stateroot: self.os.clone(),
+            check: self.check,
+            download_only: self.download_only,
+            apply: self.apply,
+            deploy: self.deploy,
+            allow_downgrade: self.allow_downgrade,
+            switch_to,
+        }
+    }
+}
+
 /// `deploy`: the deployment options, and `--stage`.
 #[derive(Args, Debug, Clone)]
 pub struct DeployCmd {
@@ -98,6 +144,7 @@ impl DeployArgs {
             retain_pending: self.retain_pending,
             retain_rollback: self.retain_rollback,
             no_merge: self.no_merge,
+            origin: None,
         }
     }
 }
@@ -134,6 +181,15 @@ pub enum Cmd {
     Deploy(DeployCmd),
     /// Prepare a deployment now and apply it at shutdown.
     Stage(DeployArgs),
+    /// Fetch the update of the booted deployment's origin from its remote and stage it.
+    Upgrade(UpgradeArgs),
+    /// Fetch REFSPEC from its remote and stage it: the deployment follows REFSPEC from now on.
+    Switch {
+        #[command(flatten)]
+        args: UpgradeArgs,
+        /// The ref to follow (`remote:ref`, or a local `ref`).
+        refspec: String,
+    },
     /// Apply the staged deployment (the ExecStop of treeboot-finalize-staged.service).
     FinalizeStaged {
         /// Hold /boot open until terminated (treeboot-finalize-staged-hold.service).
@@ -254,6 +310,8 @@ pub enum WriteCmd {
     Cleanup,
     /// `kargs` with at least one edit.
     Kargs { edit: ops::lifecycle::KargsEdit, deployment: Option<usize> },
+    /// `upgrade`, or `switch` (with its refspec).
+    Upgrade { args: UpgradeArgs, switch_to: Option<String> },
 }
 
 impl WriteCmd {
@@ -271,6 +329,8 @@ impl WriteCmd {
             WriteCmd::Pin { .. } => "pin",
             WriteCmd::Cleanup => "cleanup",
             WriteCmd::Kargs { .. } => "kargs",
+            WriteCmd::Upgrade { switch_to: None, .. } => "upgrade",
+            WriteCmd::Upgrade { switch_to: Some(_), .. } => "switch",
         }
     }
 }
@@ -308,6 +368,8 @@ impl From<Cmd> for Route {
             Cmd::Undeploy { index } => Write(WriteCmd::Undeploy { index }),
             Cmd::Pin { unpin, index } => Write(WriteCmd::Pin { unpin, index }),
             Cmd::Cleanup => Write(WriteCmd::Cleanup),
+            Cmd::Upgrade(args) => Write(WriteCmd::Upgrade { args, switch_to: None }),
+            Cmd::Switch { args, refspec } => Write(WriteCmd::Upgrade { args, switch_to: Some(refspec) }),
         }
     }
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::etcmerge;
 use crate::ops;
-use crate::output::{schema, Report};
+use crate::output::{date, schema, Report};
 use crate::sysroot::Deployment;
 
 /// `kargs --json`: a deployment's kernel arguments (after the edit, for
@@ -240,6 +240,35 @@ impl Report for ops::cleanup::CleanupStats {
     }
 }
 
+impl Report for ops::upgrade::UpgradeReport {
+    fn human(&self) -> String {
+        use ops::upgrade::Action;
+        let what = match (&self.version, self.timestamp) {
+            (Some(v), Some(t)) => format!("{} (version {v}, {})", self.checksum, date(t)),
+            (Some(v), None) => format!("{} (version {v})", self.checksum),
+            (None, Some(t)) => format!("{} ({})", self.checksum, date(t)),
+            (None, None) => self.checksum.clone(),
+        };
+        let new = self.deployment.as_deref().unwrap_or("");
+        match self.action {
+            Action::NoUpdate => format!("No update available: {} is at {what}, as deployment {}\n", self.refspec, self.from),
+            Action::Available => format!("Update available: {} is at {what}; `treeboot upgrade` stages it\n", self.refspec),
+            Action::Staged => format!(
+                "Staged the update {new} of {}: {what}; it is applied at shutdown{}\n",
+                self.refspec,
+                if self.reboot { " (rebooting now)" } else { "" }
+            ),
+            Action::StagedLocked => format!(
+                "Downloaded and staged the update {new} of {}: {what}; `treeboot upgrade --apply` applies it (finalization is locked until then)\n",
+                self.refspec
+            ),
+            Action::Deployed => format!("Deployed the update {new} of {}: {what}; it boots next\n", self.refspec),
+            // Said on the way.
+            Action::AlreadyStaged | Action::Off => String::new(),
+        }
+    }
+}
+
 impl Report for ops::verify::Report {
     const ANSWER: bool = true;
     fn human(&self) -> String {
@@ -268,5 +297,7 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("diff", schema::<ops::diff::DeploymentDiff>()),
         ("init-fs", schema::<InitFs>()),
         ("os-init", schema::<OsInit>()),
+        ("upgrade", schema::<ops::upgrade::UpgradeReport>()),
+        ("switch", schema::<ops::upgrade::UpgradeReport>()),
     ]
 }

@@ -9,8 +9,9 @@ use super::WriteCmd;
 use crate::ops::{self, Writer};
 use crate::output::report;
 
-/// Run a writing command (as handed back by `run_reader` in `Next::Write`).
-pub fn run_writer(sysroot: &Utf8Path, cmd: WriteCmd) -> Result<()> {
+/// Run a writing command (as handed back by `run_reader` in `Next::Write`);
+/// the exit status (0, or 77 for `upgrade --check` without an update).
+pub fn run_writer(sysroot: &Utf8Path, cmd: WriteCmd) -> Result<i32> {
     match cmd {
         WriteCmd::InitFs { path } => {
             ops::init::init_fs(&path)?;
@@ -72,9 +73,35 @@ pub fn run_writer(sysroot: &Utf8Path, cmd: WriteCmd) -> Result<()> {
             };
             report(&r::Kargs { deployment: d, kargs, changed: true })?;
         }
+        WriteCmd::Upgrade { args, switch_to } => {
+            let mut w = Writer::open(sysroot)?;
+            let mut o = args.opts(switch_to);
+            if args.automatic {
+                use ops::upgrade::Policy;
+                match ops::upgrade::read_policy(&args.config)? {
+                    Policy::None => {
+                        crate::say!("Automatic updates are off (no Policy other than none in {})", args.config);
+                        report(&ops::upgrade::off(&w, o.stateroot.as_deref())?)?;
+                        return Ok(0);
+                    }
+                    Policy::Check => o.check = true,
+                    Policy::Stage => {}
+                    Policy::Apply => o.apply = true,
+                }
+            }
+            let u = ops::upgrade::upgrade(&mut w, &o)?;
+            report(&u)?;
+            if o.check && u.action == ops::upgrade::Action::NoUpdate {
+                return Ok(NO_UPDATE);
+            }
+        }
     }
-    Ok(())
+    Ok(0)
 }
+
+/// The exit status of `upgrade --check` when there is no update (as
+/// `rpm-ostree upgrade --check`): neither success nor an error.
+pub const NO_UPDATE: i32 = 77;
 
 /// `stateroot/checksum.serial` of the deployment `status` numbers `index`
 /// (empty when there is none: the operation then fails with the reason).

@@ -37,6 +37,9 @@ pub struct DeployOpts {
     pub retain_pending: bool,
     pub retain_rollback: bool,
     pub no_merge: bool,
+    /// The new deployment's origin, as a key file (upgrade and switch keep
+    /// the base deployment's other keys); wins over `origin_file`.
+    pub origin: Option<KeyFile>,
 }
 
 /// A checked-out, merged deployment with its kernel in `/boot`, not yet in
@@ -296,6 +299,9 @@ pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode)
 /// The origin file of a new deployment: the one given (checked), or
 /// `[origin] refspec=`.
 fn origin_for(refspec: &str, opts: &DeployOpts) -> Result<String> {
+    if let Some(kf) = &opts.origin {
+        return Ok(kf.serialize());
+    }
     match &opts.origin_file {
         Some(f) => {
             let data = std::fs::read(f).with_context(|| format!("Reading origin file {f}"))?;

@@ -8,6 +8,7 @@ pub mod init;
 pub mod lifecycle;
 pub mod stage;
 pub mod status;
+pub mod upgrade;
 pub mod verify;
 
 use anyhow::{anyhow, Context, Result};

@@ -109,8 +109,8 @@ pub fn stage(w: &mut Writer, refspec: &str, opts: &DeployOpts, lock: bool) -> Re
             Err(e) => crate::warn!("replaced the staged deployment {}, but removing it failed (cleanup will): {e:#}", prev.name()),
         }
     }
-    if let Err(e) = w.sysroot.run.write(runstate::REBOOT_REQUIRED, "*** System restart required ***\n") {
-        crate::warn!("{e:#}");
+    if !lock {
+        mark_reboot_required(&w.sysroot.run);
     }
     let started = start_finalize_unit();
     let name = format!("{}.{}", p.checksum, p.serial);
@@ -160,6 +160,15 @@ fn kernel_in_use(prev: &crate::sysroot::Deployment, list: &[crate::sysroot::Depl
         || list.iter().any(|d| d.stateroot == prev.stateroot && d.bootcsum == prev.bootcsum)
 }
 
+/// `/run/reboot-required`, the file reboot coordinators (kured, Debian's
+/// update-notifier) watch: written when a staged update waits only for a
+/// reboot (not while its finalization is locked). A failure is a warning.
+fn mark_reboot_required(run: &RunState) {
+    if let Err(e) = run.write(runstate::REBOOT_REQUIRED, "*** System restart required ***\n") {
+        crate::warn!("{e:#}");
+    }
+}
+
 /// Start the finalize unit so that stopping it at shutdown finalizes.
 fn start_finalize_unit() -> bool {
     if std::env::var_os("TREEBOOT_NO_SYSTEMCTL").is_some() || !Utf8Path::new("/run/systemd/system").exists() {
@@ -187,6 +196,9 @@ pub fn lock_finalization_at(run: &RunState, unlock: bool) -> Result<()> {
     let mut rec = run.staged()?.ok_or_else(|| anyhow!("there is no staged deployment"))?;
     rec.locked = !unlock;
     run.write_staged(&rec)?;
+    if unlock {
+        mark_reboot_required(run);
+    }
     crate::say!("Finalization is {}", if unlock { "unlocked: the staged deployment will be applied at shutdown" } else { "locked: the staged deployment will not be applied" });
     Ok(())
 }

@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::formats::bls;
+use crate::output::date;
 use crate::sysroot::Sysroot;
 
 /// One deployment in `status --json`. The first fields carry the names of
@@ -174,15 +175,6 @@ pub fn status(sysroot: &Sysroot) -> Result<Status> {
         finalize_failure,
         next_boot,
     })
-}
-
-/// A UTC date for a person: `2026-12-02 21:40:05 UTC`.
-fn date(ts: u64) -> String {
-    i64::try_from(ts)
-        .ok()
-        .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
-        .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-        .unwrap_or_else(|| format!("{ts} (seconds since 1970)"))
 }
 
 /// The human form: the lines of `ostree admin status`, with the answers of

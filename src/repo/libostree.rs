@@ -10,7 +10,7 @@ use fn_error_context::context;
 use ostree::gio;
 use ostree::glib;
 
-use super::ObjectStore;
+use super::{ObjectStore, PullProgress};
 
 pub struct Repo {
     repo: ostree::Repo,
@@ -25,6 +25,15 @@ impl ObjectStore for Repo {
     }
     fn prune(&self) -> Result<(i32, u64)> {
         Repo::prune(self)
+    }
+    fn pull(&self, remote: &str, reference: &str, commit_only: bool, progress: std::rc::Rc<dyn Fn(&PullProgress)>) -> Result<()> {
+        Repo::pull(self, remote, reference, commit_only, progress)
+    }
+    fn remote_url(&self, remote: &str) -> Result<Option<String>> {
+        if !self.repo.remote_list().iter().any(|r| r.as_str() == remote) {
+            return Ok(None);
+        }
+        Ok(Some(self.repo.remote_get_url(remote)?.to_string()))
     }
 }
 
@@ -89,6 +98,29 @@ impl Repo {
         self.repo
             .checkout_at(Some(&opts), dest.as_fd().as_raw_fd(), name, csum, gio::Cancellable::NONE)
             .with_context(|| format!("checkout of {csum} into {name}"))?;
+        Ok(())
+    }
+
+    /// Fetch `reference` from `remote` (see [`ObjectStore::pull`]).
+    #[context("Pulling {reference} from remote {remote}")]
+    pub fn pull(&self, remote: &str, reference: &str, commit_only: bool, progress: std::rc::Rc<dyn Fn(&PullProgress)>) -> Result<()> {
+        let opts = glib::VariantDict::new(None);
+        opts.insert_value("refs", &glib::Variant::from(&[reference][..]));
+        let flags = if commit_only { ostree::RepoPullFlags::COMMIT_ONLY } else { ostree::RepoPullFlags::NONE };
+        opts.insert_value("flags", &glib::Variant::from(flags.bits() as i32));
+        opts.insert_value("update-frequency", &glib::Variant::from(100u32));
+        let ap = ostree::AsyncProgress::new();
+        ap.connect_changed(move |p| {
+            progress(&PullProgress {
+                fetched: p.uint("fetched"),
+                requested: p.uint("requested"),
+                bytes: p.uint64("bytes-transferred"),
+                metadata: p.uint("outstanding-metadata-fetches") > 0,
+            })
+        });
+        let r = self.repo.pull_with_options(remote, &opts.end(), Some(&ap), gio::Cancellable::NONE);
+        ap.finish();
+        r?;
         Ok(())
     }
 

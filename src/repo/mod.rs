@@ -22,5 +22,25 @@ pub trait ObjectStore {
     fn checkout(&self, csum: &str, dest: &Dir, name: &str) -> Result<()>;
     /// Remove unreachable objects: (count, bytes).
     fn prune(&self) -> Result<(i32, u64)>;
+    /// Fetch `reference` from `remote` into the repository as the remote's
+    /// configuration says (URL, GPG or signature verification), updating
+    /// the ref `remote:reference`; with `commit_only`, only the commit
+    /// object (enough to read its version and timestamp). `progress` is
+    /// called as objects arrive.
+    fn pull(&self, remote: &str, reference: &str, commit_only: bool, progress: std::rc::Rc<dyn Fn(&PullProgress)>) -> Result<()>;
+    /// The URL of a configured remote (None when there is no such remote).
+    fn remote_url(&self, remote: &str) -> Result<Option<String>>;
+}
+
+/// How far a pull is (libostree's progress keys).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PullProgress {
+    /// Objects fetched so far, and requested so far (the total grows while
+    /// the metadata is scanned).
+    pub fetched: u32,
+    pub requested: u32,
+    pub bytes: u64,
+    /// Still fetching metadata (commits, trees), before the file contents.
+    pub metadata: bool,
 }
 

@@ -43,8 +43,14 @@ impl Server {
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}/", self.port)
     }
-    fn object_requests(&self) -> usize {
-        std::fs::read_to_string(&self.log).unwrap_or_default().lines().filter(|l| l.contains("GET /objects/")).count()
+    /// The objects it served (a 200 answer to `GET /objects/...`).
+    fn objects_served(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"GET /objects/") && l.contains("\" 200 "))
+            .filter_map(|l| l.split("GET ").nth(1)?.split(' ').next().map(String::from))
+            .collect()
     }
 }
 
@@ -259,19 +265,23 @@ fn faults_leave_nothing_staged_or_deployed() {
     });
     let port = server.port;
     drop(server);
-    // The server goes away after three objects.
-    let dying = Server::start(&srv, &s, "dying", Some(port), Some(3));
+    // The server goes away after twelve objects.
+    let dying = Server::start(&srv, &s, "dying", Some(port), Some(12));
     let before = deployments(&root);
     let err = run_fail(tb(&root).args(["upgrade", "--deploy"]));
     assert!(err.contains("Pulling testos/stable from remote origin"), "{err}");
     assert_eq!(deployments(&root), before, "nothing deployed after the server died");
     assert_eq!(status_json(&root)["deployments"].as_array().unwrap().len(), 1);
+    let first = dying.objects_served();
     drop(dying);
-    // Back again: the next run fetches the rest and succeeds.
+    // Back again: the next run fetches the rest, not what it has, and succeeds.
     let server = Server::start(&srv, &s, "again", Some(port), None);
     run(tb(&root).args(["upgrade", "--deploy"]));
     assert_eq!(status_json(&root)["deployments"][0]["version"], "2.0");
-    assert!(server.object_requests() > 0);
+    let second = server.objects_served();
+    let again: Vec<&String> = first.iter().filter(|o| !o.ends_with(".commit") && second.contains(o)).collect();
+    assert!(first.len() > 3 && again.is_empty(), "fetched again: {again:?} of {first:?}");
+    assert!(!second.is_empty());
 
     // A corrupted object on the server (another object's bytes under its
     // name): the checksum error names it.

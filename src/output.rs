@@ -234,6 +234,8 @@ impl Progress {
     /// Set the position (and the total, which may grow), the bytes so far
     /// and, on a terminal, the words shown.
     pub fn set(&mut self, done: u64, total: Option<u64>, bytes: Option<u64>, what: Option<String>) {
+        // An event only when something moved.
+        let moved = (done, total, bytes) != (self.done, self.total, self.bytes);
         self.done = done;
         self.total = total;
         self.bytes = bytes;
@@ -246,7 +248,7 @@ impl Progress {
                 b.set_message(w);
             }
         }
-        if self.json && self.last.elapsed() >= Duration::from_millis(200) {
+        if self.json && moved && self.last.elapsed() >= Duration::from_millis(200) {
             self.last = Instant::now();
             event("progress", &Step { phase: self.phase, done, total, bytes, finished: false });
         }

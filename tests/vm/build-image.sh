@@ -4,12 +4,16 @@
 # `make install`) committed to an ostree repo, deployed with `treeboot deploy
 # --sysroot` on an ext4 root in a raw disk image with BIOS GRUB that boots
 # through treeboot's grub/ integration.
-# Usage: build-image.sh WORKDIR  -> WORKDIR/base.img
+# Also WORKDIR/update-repo: an archive repository with debian/update, the
+# image's commit plus one file, that the upgrade scenario serves over HTTP
+# inside the guest.
+# Usage: build-image.sh WORKDIR  -> WORKDIR/base.img, WORKDIR/update-repo
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 W=$1
 mkdir -p "$W"
-PKGS=systemd,systemd-sysv,udev,linux-image-amd64,dracut,ostree,e2fsprogs,kmod,procps,util-linux,dmsetup
+# busybox: its httpd serves the update repository on 127.0.0.1 in the guest.
+PKGS=systemd,systemd-sysv,udev,linux-image-amd64,dracut,ostree,e2fsprogs,kmod,procps,util-linux,dmsetup,busybox
 KEY=$(echo "bookworm $PKGS v1" | sha256sum | cut -c1-16)
 # The root file system is cached outside the clone, keyed by its package
 # list, so that a fresh clone (CI) does not build it again.
@@ -105,6 +109,18 @@ mkdir -p "$M/boot/grub"
 echo "vm: ostree commit of the OS tree"
 ostree --repo="$M/ostree/repo" commit -b debian/test -s "treeboot VM test OS" \
     --add-metadata-string=version=1 --tree=dir="$R" >/dev/null
+# The update the upgrade scenario fetches: the image's commit with one more
+# file, in an archive repository that holds only what is new (its parent
+# repository, the image's, lends the rest while committing; the guest has
+# the rest already, so a pull fetches only the new objects).
+U=$W/update-repo
+rm -rf "$U" "$W/update-ov"
+ostree --repo="$U" init --mode=archive
+ostree --repo="$U" config set core.parent "$M/ostree/repo"
+mkdir -p "$W/update-ov/usr/share/treeboot-update"; echo 2 > "$W/update-ov/usr/share/treeboot-update/marker"
+ostree --repo="$U" commit -b debian/update -s "treeboot VM test OS, update 2" --add-metadata-string=version=2 \
+    --tree=ref="$(ostree --repo="$M/ostree/repo" rev-parse debian/test)" --tree=dir="$W/update-ov" >/dev/null
+ostree --repo="$U" config unset core.parent
 "$TB" --sysroot "$M" deploy --os debian --karg root=LABEL=root --karg rw \
     --karg console=ttyS0,115200 --karg systemd.show_status=1 --karg mitigations=off debian/test
 cp -r /usr/lib/grub/i386-pc "$M/boot/grub/"

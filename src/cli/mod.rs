@@ -246,6 +246,15 @@ pub enum Cmd {
     /// The /etc merge: preview what differs.
     #[command(subcommand)]
     Etc(EtcCmd),
+    /// Run the boot's health checks (greenboot's and treeboot's), then the green or red scripts.
+    HealthCheck {
+        /// The root whose /etc and /usr hold the checks (default: the running system).
+        #[arg(long, default_value = "/")]
+        root: Utf8PathBuf,
+        /// Stop a check that runs longer than this, and count it as failed.
+        #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+        timeout: u64,
+    },
     /// What changed between two deployments: files in /usr, and packages.
     Diff {
         /// The deployment to compare from (default: the booted one, else deployment 1).
@@ -290,6 +299,7 @@ enum ReadCmd {
     Verify,
     EtcDiff { deployment: Option<usize> },
     Diff { from: Option<usize>, to: Option<usize> },
+    HealthCheck { root: Utf8PathBuf, timeout: u64 },
 }
 
 /// A writing command: `treeboot` execs `treeboot-writer`, which runs it
@@ -357,6 +367,7 @@ impl From<Cmd> for Route {
             Cmd::Verify => Read(ReadCmd::Verify),
             Cmd::Etc(EtcCmd::Diff { deployment }) => Read(ReadCmd::EtcDiff { deployment }),
             Cmd::Diff { from, to } => Read(ReadCmd::Diff { from, to }),
+            Cmd::HealthCheck { root, timeout } => Read(ReadCmd::HealthCheck { root, timeout }),
             Cmd::InitFs { path } => Write(WriteCmd::InitFs { path }),
             Cmd::OsInit { stateroot } => Write(WriteCmd::OsInit { stateroot }),
             Cmd::Deploy(d) if d.stage => Write(WriteCmd::Stage(d.args)),
@@ -445,6 +456,13 @@ pub fn run_reader(cli: Cli) -> Result<Next> {
             }
         }
         ReadCmd::EtcDiff { deployment } => etc_diff(&sysroot, deployment)?,
+        ReadCmd::HealthCheck { root, timeout } => {
+            let r = ops::health::health_check(root.as_std_path(), std::time::Duration::from_secs(timeout))?;
+            crate::output::report(&r)?;
+            if !r.healthy {
+                return Ok(Next::Exit(1));
+            }
+        }
         ReadCmd::Diff { from, to } => {
             let s = Sysroot::load(&sysroot)?;
             crate::output::report(&ops::diff::diff(&s, from, to)?)?;

@@ -298,6 +298,7 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("init-fs", schema::<InitFs>()),
         ("os-init", schema::<OsInit>()),
         ("upgrade", schema::<ops::upgrade::UpgradeReport>()),
+        ("health-check", schema::<ops::health::HealthReport>()),
         ("switch", schema::<ops::upgrade::UpgradeReport>()),
     ]
 }

@@ -4,6 +4,7 @@
 pub mod cleanup;
 pub mod deploy;
 pub mod diff;
+pub mod health;
 pub mod init;
 pub mod lifecycle;
 pub mod stage;

@@ -61,9 +61,15 @@ fn stage_v3(kind: Kind) -> &'static str {
     }
 }
 
-/// The base: three deployments (v1 rollback, v2 default... ), and commits.
+/// The base: three deployments (v1 rollback, v2 default... ), and commits;
+/// boot counting on (`[sysroot] boot-counting-tries=3`), so that every
+/// operation also meets entries with counters (and bless and mark-bad have
+/// one to change).
 fn base(s: &Scratch) -> PathBuf {
     let root = sysroot_with_commits(s);
+    let config = root.join("ostree/repo/config");
+    let plain = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{plain}\n[sysroot]\nboot-counting-tries=3\n")).unwrap();
     run(tb(&root).args(["deploy", "--karg", "root=LABEL=root", "testos/v1"]));
     run(tb(&root).args(["deploy", "testos/v2"]));
     // A local /etc edit, so that deploys really merge.
@@ -124,6 +130,8 @@ fn crash_at_every_failpoint_leaves_a_bootable_sysroot() {
         Op { name: "undeploy", kind: Kind::Plain, args: sv(&["undeploy", "1"]), old_default: v2.clone(), new_default: v2.clone(), done: |r| status_json(r)["deployments"].as_array().unwrap().len() == 1 },
         Op { name: "pin", kind: Kind::Plain, args: sv(&["pin", "1"]), old_default: v2.clone(), new_default: v2.clone(), done: |r| status_json(r)["deployments"][1]["pinned"] == true },
         Op { name: "kargs", kind: Kind::Plain, args: sv(&["kargs", "--append", "crashtest=1"]), old_default: v2.clone(), new_default: v2.clone(), done: |r| status_json(r)["deployments"][0]["kargs"].as_str().unwrap().contains("crashtest=1") },
+        Op { name: "bless", kind: Kind::Plain, args: sv(&["bless", "0"]), old_default: v2.clone(), new_default: v2.clone(), done: |r| status_json(r)["deployments"][0]["boot_tries_left"].is_null() },
+        Op { name: "mark-bad", kind: Kind::Plain, args: sv(&["mark-bad", "1"]), old_default: v2.clone(), new_default: v2.clone(), done: |r| status_json(r)["deployments"][1]["boot_tries_left"] == 0 },
         Op { name: "cleanup", kind: Kind::Plain, args: sv(&["cleanup"]), old_default: v2.clone(), new_default: v2.clone(), done: |r| !r.join(ORPHAN).exists() },
     ];
     // An orphan for cleanup to remove in every run.

@@ -314,6 +314,46 @@ fn boot_counting_tries_name_new_entries() {
     assert_eq!(entries(&root), ["ostree-1.conf", "ostree-2.conf"]);
 }
 
+/// bless and mark-bad by hand: the entry's name is what systemd-boot and
+/// systemd-bless-boot would make of it, written through a full swap; status
+/// shows the counters.
+#[test]
+fn bless_and_mark_bad_by_hand() {
+    let s = Scratch::new("bless");
+    let root = sysroot_with_commits(&s);
+    let config = root.join("ostree/repo/config");
+    let plain = std::fs::read_to_string(&config).unwrap();
+    run(tb(&root).args(["deploy", "--karg", "root=LABEL=root", "testos/v1"]));
+    let err = run_fail(tb(&root).args(["mark-bad", "0"]));
+    assert!(err.contains("boot counting is off ([sysroot] boot-counting-tries in ostree/repo/config)"), "{err}");
+    assert!(run(tb(&root).args(["bless", "0"])).contains("Deployment 0 is not being counted: nothing to bless"));
+    std::fs::write(&config, format!("{plain}\n[sysroot]\nboot-counting-tries=3\n")).unwrap();
+    run(tb(&root).args(["deploy", "testos/v3"]));
+    assert_eq!(entries(&root), ["ostree-1.conf", "ostree-2+3.conf"]);
+    let st = status_json(&root);
+    assert_eq!((st["deployments"][0]["boot_tries_left"].as_u64(), st["deployments"][0]["boot_tries_done"].as_u64()), (Some(3), Some(0)));
+    assert!(st["deployments"][1]["boot_tries_left"].is_null(), "the old entry is not counted");
+    assert!(run(tb(&root).arg("status")).contains("    Boot tries: 3 left, 0 failed (being assessed)\n"));
+    // Two tries failed, then the admin marks it bad: +0-2.
+    let dir = std::fs::canonicalize(root.join("boot/loader/entries")).unwrap();
+    std::fs::rename(dir.join("ostree-2+3.conf"), dir.join("ostree-2+1-2.conf")).unwrap();
+    let bv = status_json(&root)["bootversion"].as_u64().unwrap();
+    assert!(run(tb(&root).args(["mark-bad", "0"])).contains("Deployment 0 is marked bad"));
+    assert_eq!(entries(&root), ["ostree-1.conf", "ostree-2+0-2.conf"]);
+    assert_ne!(status_json(&root)["bootversion"].as_u64().unwrap(), bv, "a full swap: new entries");
+    assert!(run(tb(&root).arg("status")).contains("(boot assessment failed)"));
+    assert!(run(tb(&root).args(["mark-bad", "0"])).contains("marked bad already"));
+    run(tb(&root).arg("verify"));
+    // Blessed: the counter goes, and the versions stay where they were.
+    let j: serde_json::Value = serde_json::from_str(&run(tb(&root).args(["--json", "bless", "0"]))).unwrap();
+    assert_eq!((j["changed"].as_bool(), j["bad"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(entries(&root), ["ostree-1.conf", "ostree-2.conf"]);
+    assert_eq!(versions(&root), ["3.0", "1.0"]);
+    assert_eq!(ostree_status_names(&root), treeboot_status_names(&root), "ostree reads the list the same way");
+    let err = run_fail(tb(&root).args(["bless"]));
+    assert!(err.contains("not booted from a deployment"), "{err}");
+}
+
 #[test]
 fn a_write_that_swapped_succeeds_when_cleanup_meets_something_odd() {
     let s = Scratch::new("oddcleanup");

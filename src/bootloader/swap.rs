@@ -95,6 +95,8 @@ pub struct BootConfigKey {
     pub bootcsum: String,
     pub kargs: String,
     pub title: Option<String>,
+    /// The boot counters in the live entry's name (`(0, 0)`: none).
+    pub tries: Option<(u64, u64)>,
 }
 
 /// The outcome of a swap.
@@ -229,6 +231,13 @@ pub fn only_links_change(current: &[BootConfigKey], list: &[BootDeployment]) -> 
                 && c.bootcsum == d.bootcsum
                 && c.kargs == d.kargs_without_ostree()
                 && c.title.as_deref() == e.get("title")
+                // A counter that changes (a bless, a mark-bad) is in the
+                // entry's name: new entries. A new deployment (no counter
+                // yet) compares as uncounted, as libostree compares only
+                // kernels and arguments (a new deployment with the same
+                // kernel then keeps the entry, and its counter, of the one
+                // it replaces: libostree 2025.3 does the same).
+                && c.tries.unwrap_or((0, 0)) == d.tries.unwrap_or((0, 0))
         })
 }
 

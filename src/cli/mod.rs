@@ -226,6 +226,16 @@ pub enum Cmd {
         /// Deployment index, as `status` numbers them (0 is the default).
         index: usize,
     },
+    /// Bless a deployment by hand: its entry's boot counter is dropped (as systemd-bless-boot does).
+    Bless {
+        /// Deployment index, as `status` numbers them (default: the booted one).
+        index: Option<usize>,
+    },
+    /// Mark a deployment bad by hand: the boot loader tries it last (boot counting must be on).
+    MarkBad {
+        /// Deployment index, as `status` numbers them (default: the booted one).
+        index: Option<usize>,
+    },
     /// Remove what no deployment references; prune the repository.
     Cleanup,
     /// Show or edit kernel arguments of a deployment.
@@ -320,6 +330,8 @@ pub enum WriteCmd {
     Cleanup,
     /// `kargs` with at least one edit.
     Kargs { edit: ops::lifecycle::KargsEdit, deployment: Option<usize> },
+    /// `bless` (`bad: false`) or `mark-bad`.
+    Assess { index: Option<usize>, bad: bool },
     /// `upgrade`, or `switch` (with its refspec).
     Upgrade { args: UpgradeArgs, switch_to: Option<String> },
 }
@@ -339,6 +351,8 @@ impl WriteCmd {
             WriteCmd::Pin { .. } => "pin",
             WriteCmd::Cleanup => "cleanup",
             WriteCmd::Kargs { .. } => "kargs",
+            WriteCmd::Assess { bad: false, .. } => "bless",
+            WriteCmd::Assess { bad: true, .. } => "mark-bad",
             WriteCmd::Upgrade { switch_to: None, .. } => "upgrade",
             WriteCmd::Upgrade { switch_to: Some(_), .. } => "switch",
         }
@@ -379,6 +393,8 @@ impl From<Cmd> for Route {
             Cmd::Undeploy { index } => Write(WriteCmd::Undeploy { index }),
             Cmd::Pin { unpin, index } => Write(WriteCmd::Pin { unpin, index }),
             Cmd::Cleanup => Write(WriteCmd::Cleanup),
+            Cmd::Bless { index } => Write(WriteCmd::Assess { index, bad: false }),
+            Cmd::MarkBad { index } => Write(WriteCmd::Assess { index, bad: true }),
             Cmd::Upgrade(args) => Write(WriteCmd::Upgrade { args, switch_to: None }),
             Cmd::Switch { args, refspec } => Write(WriteCmd::Upgrade { args, switch_to: Some(refspec) }),
         }

@@ -186,6 +186,23 @@ impl Report for Pinned {
     }
 }
 
+/// `bless --json`, `mark-bad --json`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Assessed {
+    pub index: usize,
+    /// Marked bad (`mark-bad`), or blessed (`bless`).
+    pub bad: bool,
+    /// False when it was so already (or, for bless, not counted).
+    pub changed: bool,
+}
+
+impl Report for Assessed {
+    fn human(&self) -> String {
+        // Said on the way.
+        String::new()
+    }
+}
+
 /// `lock-finalization --json`.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct Locked {
@@ -299,6 +316,8 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("os-init", schema::<OsInit>()),
         ("upgrade", schema::<ops::upgrade::UpgradeReport>()),
         ("health-check", schema::<ops::health::HealthReport>()),
+        ("bless", schema::<Assessed>()),
+        ("mark-bad", schema::<Assessed>()),
         ("switch", schema::<ops::upgrade::UpgradeReport>()),
     ]
 }

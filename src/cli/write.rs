@@ -73,6 +73,17 @@ pub fn run_writer(sysroot: &Utf8Path, cmd: WriteCmd) -> Result<i32> {
             };
             report(&r::Kargs { deployment: d, kargs, changed: true })?;
         }
+        WriteCmd::Assess { index, bad } => {
+            let mut w = Writer::open(sysroot)?;
+            let index = match index {
+                Some(i) => i,
+                None => w.sysroot.listed().position(|d| d.booted).ok_or_else(|| {
+                    anyhow::anyhow!("not booted from a deployment of {}: name the deployment (as `status` numbers them)", w.sysroot.path)
+                })?,
+            };
+            let changed = ops::lifecycle::assess(&mut w, index, bad)?;
+            report(&r::Assessed { index, bad, changed })?;
+        }
         WriteCmd::Upgrade { args, switch_to } => {
             let mut w = Writer::open(sysroot)?;
             let mut o = args.opts(switch_to);

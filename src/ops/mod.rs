@@ -142,6 +142,7 @@ pub fn current_keys(sysroot: &Sysroot) -> Vec<BootConfigKey> {
                 bootcsum: d.bootcsum.clone(),
                 kargs: k.to_cmdline(),
                 title: d.entry.as_ref().and_then(|e| e.get("title").map(String::from)),
+                tries: d.entry_file.as_deref().map(crate::formats::bls::entry_tries),
             }
         })
         .collect()

@@ -53,8 +53,9 @@ NEW=$("$TB" --sysroot "$S" status --json | python3 -c 'import json,sys; print(js
 run cat "$S/$NEW/etc/ssh/sshd_config" "$S/$NEW/etc/motd" "$S/$NEW/etc/local.conf"
 run test ! -e "$S/$NEW/etc/hostname"
 
-step "Status"
+step "Status, and what 2.0 changed against 1.0 (files of /usr; packages when the trees have dpkg's database)"
 run "$TB" --sysroot "$S" status
+run "$TB" --sysroot "$S" diff --verbose
 
 step "Debian's ostree reads the same sysroot"
 run ostree admin --sysroot="$S" status

@@ -344,6 +344,12 @@ fn bless_and_mark_bad_by_hand() {
     assert!(run(tb(&root).arg("status")).contains("(boot assessment failed)"));
     assert!(run(tb(&root).args(["mark-bad", "0"])).contains("marked bad already"));
     run(tb(&root).arg("verify"));
+    // Deploying the bad commit again is allowed, with a warning.
+    let again = s.join("again");
+    copy_sysroot(&root, &again);
+    let o = tb(&again).args(["deploy", "testos/v3"]).output().unwrap();
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("whose boot assessment failed (2 failed tries, entry ostree-2+0-2.conf): deploying it again"), "{}", String::from_utf8_lossy(&o.stderr));
     // Blessed: the counter goes, and the versions stay where they were.
     let j: serde_json::Value = serde_json::from_str(&run(tb(&root).args(["--json", "bless", "0"]))).unwrap();
     assert_eq!((j["changed"].as_bool(), j["bad"].as_bool()), (Some(true), Some(false)));

@@ -217,6 +217,20 @@ pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode)
     root.create_dir_all(format!("ostree/deploy/{stateroot}/deploy"))?;
     crate::timing::step("deploy: start");
     let csum = w.store()?.resolve(refspec)?;
+    // A commit whose boot assessment failed (its entry marked bad, `+0-N`)
+    // may be deployed again, but not without a word.
+    for d in sysroot.deployments.iter().filter(|d| d.csum == csum) {
+        if let Some((0, done)) = d.entry_file.as_deref().filter(|n| n.contains('+')).map(crate::formats::bls::entry_tries) {
+            if done > 0 {
+                crate::warn!(
+                    "commit {csum} is also deployment {} (index {}), whose boot assessment failed ({done} failed tries, entry {}): deploying it again",
+                    d.name(),
+                    d.index,
+                    d.entry_file.as_deref().unwrap_or("?")
+                );
+            }
+        }
+    }
     let version = sysroot.commit_version(&csum)?;
     let merge = if opts.no_merge { None } else { sysroot.merge_deployment(&stateroot).cloned() };
     let origin = origin_for(refspec, opts)?;

@@ -8,10 +8,21 @@ pub const STAGED: &str = "c3b7e1f5a1d84c4f9c2f0d1e6a7b8c01";
 pub const FINALIZED: &str = "c3b7e1f5a1d84c4f9c2f0d1e6a7b8c02";
 pub const FINALIZE_FAILED: &str = "c3b7e1f5a1d84c4f9c2f0d1e6a7b8c03";
 pub const FINALIZE_LOCKED: &str = "c3b7e1f5a1d84c4f9c2f0d1e6a7b8c04";
+/// A deployment failed its boot assessment; the rollback is now the default.
+pub const ROLLED_BACK: &str = "c3b7e1f5a1d84c4f9c2f0d1e6a7b8c05";
+/// The boot's required health checks failed.
+pub const HEALTH_FAILED: &str = "c3b7e1f5a1d84c4f9c2f0d1e6a7b8c06";
+/// A deployment passed its boot assessment and was blessed.
+pub const BLESSED: &str = "c3b7e1f5a1d84c4f9c2f0d1e6a7b8c07";
 
 /// Send `msg` with `MESSAGE_ID=id` and extra fields; also print it.
 pub fn send(id: &str, error: bool, msg: &str, fields: &[(&str, String)]) {
     eprintln!("{msg}");
+    log(id, error, msg, fields);
+}
+
+/// Send `msg` to the journal only (the command says it its own way).
+pub fn log(id: &str, error: bool, msg: &str, fields: &[(&str, String)]) {
     if !libsystemd::logging::connected_to_journal() && !std::path::Path::new("/run/systemd/journal/socket").exists() {
         return;
     }

@@ -37,6 +37,15 @@ enum Kind {
     /// `stage testos/v1` while testos/v3 is staged, in a booted namespace:
     /// after a crash either stays staged; completed by staging again.
     Restage,
+    /// `assess-boot` booted from deployment 1 (v1) with GRUB's counter of
+    /// the default (v2) at 0: the permanent rollback; completed by running
+    /// it again.
+    AssessBoot,
+}
+
+/// Shell: GRUB spent the default's tries (its grubenv variable at 0).
+fn spend_default() -> &'static str {
+    "v=$($TB --sysroot $S status --json | python3 -c 'import json,sys; d=json.load(sys.stdin)[\"deployments\"][0]; print(\"treeboot_tries_%s_%d\" % (d[\"checksum\"][:16], d[\"serial\"]))')\ngrub-editenv $S/boot/grub/grubenv set $v=0\n"
 }
 
 /// A writing operation of the matrix.
@@ -67,6 +76,9 @@ fn stage_v3(kind: Kind) -> &'static str {
 /// one to change).
 fn base(s: &Scratch) -> PathBuf {
     let root = sysroot_with_commits(s);
+    // A GRUB sysroot: every swap also writes grub.cfg, and grubenv where
+    // GRUB counts.
+    std::fs::create_dir_all(root.join("boot/grub")).unwrap();
     let config = root.join("ostree/repo/config");
     let plain = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, format!("{plain}\n[sysroot]\nboot-counting-tries=3\n")).unwrap();
@@ -101,6 +113,10 @@ fn failpoints_hit(root: &Path, op: &Op, log: &Path) -> Vec<String> {
             let r = in_booted_namespace(root, 0, &format!("$TB --sysroot $S stage testos/v3\nTREEBOOT_FAILPOINT_LOG={} $TB --sysroot $S stage testos/v1\n$TB --sysroot $S finalize-staged\n", log.display()));
             assert!(r.0, "{} {}", r.1, r.2);
         }
+        Kind::AssessBoot => {
+            let r = in_booted_namespace(root, 1, &format!("{}TREEBOOT_FAILPOINT_LOG={} $TB --sysroot $S assess-boot --state-dir /nonexistent\n", spend_default(), log.display()));
+            assert!(r.0, "{} {}", r.1, r.2);
+        }
     }
     // (swap::frozen, inside the freeze, is never logged: tests/reliability.rs
     // covers it with /boot on a loop device.)
@@ -132,6 +148,7 @@ fn crash_at_every_failpoint_leaves_a_bootable_sysroot() {
         Op { name: "kargs", kind: Kind::Plain, args: sv(&["kargs", "--append", "crashtest=1"]), old_default: v2.clone(), new_default: v2.clone(), done: |r| status_json(r)["deployments"][0]["kargs"].as_str().unwrap().contains("crashtest=1") },
         Op { name: "bless", kind: Kind::Plain, args: sv(&["bless", "0"]), old_default: v2.clone(), new_default: v2.clone(), done: |r| status_json(r)["deployments"][0]["boot_tries_left"].is_null() },
         Op { name: "mark-bad", kind: Kind::Plain, args: sv(&["mark-bad", "1"]), old_default: v2.clone(), new_default: v2.clone(), done: |r| status_json(r)["deployments"][1]["boot_tries_left"] == 0 },
+        Op { name: "assess-boot", kind: Kind::AssessBoot, args: vec![], old_default: v2.clone(), new_default: v1.clone(), done: |r| status_json(r)["deployments"][0]["version"] == "1.0" && !status_json(r)["deployments"][1]["boot_failure"].is_null() },
         Op { name: "cleanup", kind: Kind::Plain, args: sv(&["cleanup"]), old_default: v2.clone(), new_default: v2.clone(), done: |r| !r.join(ORPHAN).exists() },
     ];
     // An orphan for cleanup to remove in every run.
@@ -242,6 +259,14 @@ $TB --sysroot $S verify >/dev/null || {{ echo "NOT BOOTABLE after the crash"; $T
 echo "STAGED $($TB --sysroot $S status --json | tr -d '\n')"
 $TB --sysroot $S stage testos/v1 >/dev/null && $TB --sysroot $S finalize-staged >/dev/null && echo COMPLETED
 "#),
+        Kind::AssessBoot => format!(r#"
+{}set +e
+FAILPOINTS='{spec}' $TB --sysroot $S assess-boot --state-dir /nonexistent >/dev/null 2>&1
+echo "rc=$?"
+$TB --sysroot $S verify >/dev/null || {{ echo "NOT BOOTABLE after the crash"; $TB --sysroot $S verify; }}
+echo "DEFAULT $($TB --sysroot $S status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["deployments"][0]["checksum"])')"
+$TB --sysroot $S assess-boot --state-dir /nonexistent >/dev/null && echo COMPLETED
+"#, spend_default()),
         _ => format!(r#"
 {}set +e
 FAILPOINTS='{spec}' $TB --sysroot $S finalize-staged >/dev/null 2>&1
@@ -250,7 +275,8 @@ $TB --sysroot $S verify >/dev/null || {{ echo "NOT BOOTABLE after the crash"; $T
 if [ -e /run/ostree/staged-deployment ]; then $TB --sysroot $S finalize-staged >/dev/null && echo COMPLETED; else echo NOTHING-TO-COMPLETE; fi
 "#, stage_v3(op.kind)),
     };
-    let (ok, out, err) = in_booted_namespace(dir, 0, &script);
+    let booted = if op.kind == Kind::AssessBoot { 1 } else { 0 };
+    let (ok, out, err) = in_booted_namespace(dir, booted, &script);
     if !ok {
         return Err(format!("script failed: {out} {err}"));
     }
@@ -268,6 +294,15 @@ if [ -e /run/ostree/staged-deployment ]; then $TB --sysroot $S finalize-staged >
         let staged = st["deployments"].as_array().unwrap().iter().find(|d| d["staged"] == true).map(|d| d["version"].as_str().unwrap_or("").to_string());
         if staged.as_deref() != Some("3.0") && staged.as_deref() != Some("1.0") {
             return Err(format!("after the crash the staged deployment is {staged:?}, neither the old stage (3.0) nor the new (1.0)"));
+        }
+    }
+    if op.kind == Kind::AssessBoot {
+        let d = out.lines().find_map(|l| l.strip_prefix("DEFAULT ")).unwrap_or("");
+        if d != op.old_default && d != op.new_default {
+            return Err(format!("after the crash the default is {d:?}, neither the old nor the new one"));
+        }
+        if !(op.done)(dir) {
+            return Err(format!("assess-boot again did not make the rollback permanent: {out} {err}"));
         }
     }
     if !out.contains("COMPLETED") && !out.contains("NOTHING-TO-COMPLETE") {

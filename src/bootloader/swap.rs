@@ -18,7 +18,9 @@
 //! 4. `swap-bootlinks`: `ostree/boot.(1-N).tmp -> boot.(1-N).M`, renamed
 //!    over `ostree/boot.(1-N)`. Not yet live: the live entries name
 //!    `boot.N`, not `boot.(1-N)`.
-//! 5. `write-grub`: `boot/loader.(1-N)/grub.cfg` for GRUB without BLS.
+//! 5. `write-grub`: `boot/loader.(1-N)/grub.cfg` for GRUB without BLS;
+//!    with a counted entry, `boot/grub/grubenv` is created if missing
+//!    (GRUB's `save_env` only writes into an existing block).
 //! 6. `loader-tmp`: `boot/loader.tmp -> loader.(1-N)`.
 //! 7. `sync`: syncfs of the sysroot, then of `/boot` if it is its own file
 //!    system: everything the new entries reference (deployments, links,
@@ -29,6 +31,10 @@
 //! 9. `sync-boot`: fsync `/boot` (the directory holding the link) and
 //!    syncfs it, so the switch itself is durable before we report success
 //!    or delete the old list.
+//!
+//! 10. `grubenv-prune`: GRUB's tries variables of deployments no longer
+//!     counted are dropped from `boot/grub/grubenv` (replaced atomically),
+//!     after the commit point: before it, the old entries still use them.
 //!
 //! Steps 7 and 9 end with a freeze/thaw of `/boot`'s file system, which
 //! checkpoints its journal: GRUB reads ext4 without replaying the journal,
@@ -49,6 +55,7 @@ use cap_std_ext::dirext::CapStdExtDirExt;
 use fn_error_context::context;
 use rustix::fs::{Mode, OFlags};
 
+use crate::bootloader::grub;
 use crate::bootloader::kernel::BootFiles;
 use crate::failpoint;
 use crate::sysroot::opts::SysrootOpts;
@@ -223,7 +230,15 @@ pub fn entry_for(list: &[BootDeployment], index: usize, bootversion: u32, bootse
 }
 
 /// Whether the new list can reuse the live entries (only the links change).
-pub fn only_links_change(current: &[BootConfigKey], list: &[BootDeployment]) -> bool {
+/// With boot counting on, a new deployment (no entry yet) always gets new
+/// entries, so that it is counted: libostree 2025.3 lets a new deployment
+/// whose kernel and arguments equal the replaced one's take over that
+/// entry, counter and all, so an update could go live already blessed and
+/// never be assessed.
+pub fn only_links_change(current: &[BootConfigKey], list: &[BootDeployment], opts: SysrootOpts) -> bool {
+    if opts.boot_counting_tries > 0 && list.iter().any(|d| d.tries.is_none()) {
+        return false;
+    }
     current.len() == list.len()
         && current.iter().zip(list.iter()).enumerate().all(|(i, (c, d))| {
             let (_, e) = entry_for(list, i, 0, 0, SysrootOpts::default());
@@ -234,9 +249,10 @@ pub fn only_links_change(current: &[BootConfigKey], list: &[BootDeployment]) -> 
                 // A counter that changes (a bless, a mark-bad) is in the
                 // entry's name: new entries. A new deployment (no counter
                 // yet) compares as uncounted, as libostree compares only
-                // kernels and arguments (a new deployment with the same
-                // kernel then keeps the entry, and its counter, of the one
-                // it replaces: libostree 2025.3 does the same).
+                // kernels and arguments (with counting off, a new
+                // deployment with the same kernel then keeps the entry of
+                // the one it replaces, as in libostree; with it on, see
+                // above).
                 && c.tries.unwrap_or((0, 0)) == d.tries.unwrap_or((0, 0))
         })
 }
@@ -352,7 +368,7 @@ pub fn write_deployments(
     let serials = bootserials(list);
     let has_loader = boot.symlink_metadata_optional("loader")?.is_some();
 
-    if has_loader && only_links_change(current, list) {
+    if has_loader && only_links_change(current, list, opts) {
         let new_sub = 1 - subbootversion;
         failpoint::hit("swap::links-only::before-bootlinks");
         write_bootlinks(&ostree, bootversion, new_sub, list, &serials)?;
@@ -411,11 +427,23 @@ pub fn write_deployments(
     replace_symlink(&ostree, &format!("boot.{new_bv}"), &format!("boot.{new_bv}.{new_sub}"))?;
 
     // 5. write-grub
+    let menu: Vec<grub::MenuItem> = written
+        .iter()
+        .zip(list)
+        .map(|((file, entry), d)| grub::MenuItem { file, entry, csum: &d.csum, serial: d.serial })
+        .collect();
+    let counted = menu.iter().any(|m| m.file.contains('+'));
     if let Some(gen) = grub_cfg {
         failpoint::hit("swap::write-grub");
-        let cfg = gen(&written);
+        let cfg = gen(&menu);
         boot.atomic_write_with_perms(format!("{loader_dir}/grub.cfg"), cfg, Permissions::from_mode(0o644))
             .map_err(|err| enospc(err, &format!("/boot/{loader_dir}/grub.cfg")))?;
+        // 5b. grubenv: GRUB counts tries there, and `save_env` cannot
+        // create it: it must exist before a counted entry goes live.
+        if counted {
+            failpoint::hit("swap::grubenv-create");
+            grub::ensure_env(&boot)?;
+        }
     }
 
     // 6. loader-tmp
@@ -442,6 +470,24 @@ pub fn write_deployments(
         syncfs(&boot, "/boot")?;
     }
     freeze_thaw(&boot, "/boot")?;
+    // 10. grubenv-prune: the tries variables of deployments no longer
+    // counted go, now that no live entry uses them (before the commit a
+    // power cut could bring back the old list, whose entries still count
+    // with them). A cut before this leaves a stale variable, which the next
+    // swap removes.
+    if grub_cfg.is_some() {
+        failpoint::hit("swap::grubenv-prune");
+        let live: Vec<String> = menu
+            .iter()
+            .filter(|m| m.file.contains('+'))
+            .map(|m| grub::tries_var(m.csum, m.serial))
+            .collect();
+        if grub::prune_env(&boot, &live)? {
+            sync_dir(&boot.open_dir("grub").context("Opening /boot/grub")?, "/boot/grub")?;
+            syncfs(&boot, "/boot")?;
+            freeze_thaw(&boot, "/boot")?;
+        }
+    }
     failpoint::hit("swap::done");
     Ok(SwapResult {
         bootversion: new_bv,

@@ -236,6 +236,12 @@ pub enum Cmd {
         /// Deployment index, as `status` numbers them (default: the booted one).
         index: Option<usize>,
     },
+    /// At boot: make a rollback permanent when the boot loader fell back because the default's tries ran out.
+    AssessBoot {
+        /// Where `health-check` leaves why a boot failed (shared /var of the stateroot).
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/treeboot")]
+        state_dir: Utf8PathBuf,
+    },
     /// Remove what no deployment references; prune the repository.
     Cleanup,
     /// Show or edit kernel arguments of a deployment.
@@ -264,6 +270,12 @@ pub enum Cmd {
         /// Stop a check that runs longer than this, and count it as failed.
         #[arg(long, value_name = "SECONDS", default_value_t = 300)]
         timeout: u64,
+        /// When a required check fails and the booted deployment is being assessed (boot counting): record why, then reboot, so that the boot loader uses up a try.
+        #[arg(long)]
+        reboot_on_failure: bool,
+        /// Where the reason of a failure is recorded, for the boot that rolls back (with --reboot-on-failure).
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/treeboot")]
+        state_dir: Utf8PathBuf,
     },
     /// What changed between two deployments: files in /usr, and packages.
     Diff {
@@ -309,7 +321,7 @@ enum ReadCmd {
     Verify,
     EtcDiff { deployment: Option<usize> },
     Diff { from: Option<usize>, to: Option<usize> },
-    HealthCheck { root: Utf8PathBuf, timeout: u64 },
+    HealthCheck { root: Utf8PathBuf, timeout: u64, reboot_on_failure: bool, state_dir: Utf8PathBuf },
 }
 
 /// A writing command: `treeboot` execs `treeboot-writer`, which runs it
@@ -332,6 +344,7 @@ pub enum WriteCmd {
     Kargs { edit: ops::lifecycle::KargsEdit, deployment: Option<usize> },
     /// `bless` (`bad: false`) or `mark-bad`.
     Assess { index: Option<usize>, bad: bool },
+    AssessBoot { state_dir: Utf8PathBuf },
     /// `upgrade`, or `switch` (with its refspec).
     Upgrade { args: UpgradeArgs, switch_to: Option<String> },
 }
@@ -353,6 +366,7 @@ impl WriteCmd {
             WriteCmd::Kargs { .. } => "kargs",
             WriteCmd::Assess { bad: false, .. } => "bless",
             WriteCmd::Assess { bad: true, .. } => "mark-bad",
+            WriteCmd::AssessBoot { .. } => "assess-boot",
             WriteCmd::Upgrade { switch_to: None, .. } => "upgrade",
             WriteCmd::Upgrade { switch_to: Some(_), .. } => "switch",
         }
@@ -381,7 +395,9 @@ impl From<Cmd> for Route {
             Cmd::Verify => Read(ReadCmd::Verify),
             Cmd::Etc(EtcCmd::Diff { deployment }) => Read(ReadCmd::EtcDiff { deployment }),
             Cmd::Diff { from, to } => Read(ReadCmd::Diff { from, to }),
-            Cmd::HealthCheck { root, timeout } => Read(ReadCmd::HealthCheck { root, timeout }),
+            Cmd::HealthCheck { root, timeout, reboot_on_failure, state_dir } => {
+                Read(ReadCmd::HealthCheck { root, timeout, reboot_on_failure, state_dir })
+            }
             Cmd::InitFs { path } => Write(WriteCmd::InitFs { path }),
             Cmd::OsInit { stateroot } => Write(WriteCmd::OsInit { stateroot }),
             Cmd::Deploy(d) if d.stage => Write(WriteCmd::Stage(d.args)),
@@ -395,6 +411,7 @@ impl From<Cmd> for Route {
             Cmd::Cleanup => Write(WriteCmd::Cleanup),
             Cmd::Bless { index } => Write(WriteCmd::Assess { index, bad: false }),
             Cmd::MarkBad { index } => Write(WriteCmd::Assess { index, bad: true }),
+            Cmd::AssessBoot { state_dir } => Write(WriteCmd::AssessBoot { state_dir }),
             Cmd::Upgrade(args) => Write(WriteCmd::Upgrade { args, switch_to: None }),
             Cmd::Switch { args, refspec } => Write(WriteCmd::Upgrade { args, switch_to: Some(refspec) }),
         }
@@ -472,10 +489,11 @@ pub fn run_reader(cli: Cli) -> Result<Next> {
             }
         }
         ReadCmd::EtcDiff { deployment } => etc_diff(&sysroot, deployment)?,
-        ReadCmd::HealthCheck { root, timeout } => {
+        ReadCmd::HealthCheck { root, timeout, reboot_on_failure, state_dir } => {
             let r = ops::health::health_check(root.as_std_path(), std::time::Duration::from_secs(timeout))?;
             crate::output::report(&r)?;
             if !r.healthy {
+                health_failed(&sysroot, &r, reboot_on_failure, &state_dir)?;
                 return Ok(Next::Exit(1));
             }
         }
@@ -485,6 +503,49 @@ pub fn run_reader(cli: Cli) -> Result<Next> {
         }
     }
     Ok(Next::Exit(0))
+}
+
+/// A boot whose required checks failed: said in the journal; with
+/// `reboot`, when the booted deployment is being assessed, the reason is
+/// recorded for the boot that rolls back and the machine reboots (the boot
+/// loader counts the try). Without a counter there is nothing to fall back
+/// to automatically, and rebooting would only loop: said, not done.
+fn health_failed(sysroot: &camino::Utf8Path, r: &ops::health::HealthReport, reboot: bool, state_dir: &camino::Utf8Path) -> Result<()> {
+    let reason = r.failure_reason();
+    let s = Sysroot::load(sysroot).ok();
+    let booted = s.as_ref().and_then(|s| s.booted().cloned());
+    let name = booted.as_ref().map(|b| b.name()).unwrap_or_else(|| "the running system".into());
+    crate::journal::log(
+        crate::journal::HEALTH_FAILED,
+        true,
+        &format!("treeboot: the health checks of {name} failed: {reason}"),
+        &[("DEPLOYMENT", name.clone()), ("REASON", reason.clone())],
+    );
+    if !reboot {
+        return Ok(());
+    }
+    let (Some(s), Some(b)) = (s, booted) else {
+        crate::warn!("not booted from a deployment of {sysroot}: not rebooting");
+        return Ok(());
+    };
+    let Some((left, _)) = b.tries else {
+        crate::warn!("deployment {name} is not being assessed (blessed, or boot counting off): not rebooting; fix the failing check, or roll back (`treeboot rollback`)");
+        return Ok(());
+    };
+    let fallback = s.deployments.iter().any(|d| d.index != b.index && d.tries.is_none_or(|t| t.0 > 0));
+    if left == 0 && !fallback {
+        crate::warn!("deployment {name} has no tries left and no other deployment can boot: not rebooting");
+        return Ok(());
+    }
+    std::fs::create_dir_all(state_dir).with_context(|| format!("Creating {state_dir}"))?;
+    let state = cap_std_ext::cap_std::fs::Dir::open_ambient_dir(state_dir, cap_std_ext::cap_std::ambient_authority()).with_context(|| format!("Opening {state_dir}"))?;
+    ops::assess::note_health_failure(&state, &name, &reason)?;
+    crate::warn!("rebooting: this boot of {name} failed its required checks ({left} tries left)");
+    let st = std::process::Command::new("systemctl").args(["reboot", "--no-block"]).status().context("Running systemctl reboot")?;
+    if !st.success() {
+        anyhow::bail!("systemctl reboot failed ({st})");
+    }
+    Ok(())
 }
 
 /// Keep `/boot` busy (an open directory and the working directory) until

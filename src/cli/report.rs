@@ -318,6 +318,7 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("health-check", schema::<ops::health::HealthReport>()),
         ("bless", schema::<Assessed>()),
         ("mark-bad", schema::<Assessed>()),
+        ("assess-boot", schema::<ops::assess::BootAssessment>()),
         ("switch", schema::<ops::upgrade::UpgradeReport>()),
     ]
 }

@@ -81,8 +81,13 @@ pub fn run_writer(sysroot: &Utf8Path, cmd: WriteCmd) -> Result<i32> {
                     anyhow::anyhow!("not booted from a deployment of {}: name the deployment (as `status` numbers them)", w.sysroot.path)
                 })?,
             };
-            let changed = ops::lifecycle::assess(&mut w, index, bad)?;
+            let changed = ops::assess::assess(&mut w, index, bad)?;
             report(&r::Assessed { index, bad, changed })?;
+        }
+        WriteCmd::AssessBoot { state_dir } => {
+            let mut w = Writer::open(sysroot)?;
+            let state = cap_std_ext::cap_std::fs::Dir::open_ambient_dir(&state_dir, cap_std_ext::cap_std::ambient_authority()).ok();
+            report(&ops::assess::assess_boot(&mut w, state.as_ref())?)?;
         }
         WriteCmd::Upgrade { args, switch_to } => {
             let mut w = Writer::open(sysroot)?;

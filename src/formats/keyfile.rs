@@ -281,6 +281,13 @@ impl KeyFile {
         before != g.lines.len()
     }
 
+    /// Remove a group and its keys (`g_key_file_remove_group`).
+    pub fn remove_group(&mut self, group: &str) -> bool {
+        let before = self.groups.len();
+        self.groups.retain(|g| g.name != group);
+        before != self.groups.len()
+    }
+
     /// The file as libostree writes it back: `g_key_file_to_data()` of a
     /// key file loaded without `G_KEY_FILE_KEEP_COMMENTS` or
     /// `G_KEY_FILE_KEEP_TRANSLATIONS` (libostree's flags for origins), in

@@ -5,6 +5,7 @@
 
 pub mod bls;
 pub mod dpkg;
+pub mod grubenv;
 pub mod gvariant;
 pub mod kargs;
 pub mod keyfile;

@@ -220,7 +220,7 @@ pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode)
     // A commit whose boot assessment failed (its entry marked bad, `+0-N`)
     // may be deployed again, but not without a word.
     for d in sysroot.deployments.iter().filter(|d| d.csum == csum) {
-        if let Some((0, done)) = d.entry_file.as_deref().filter(|n| n.contains('+')).map(crate::formats::bls::entry_tries) {
+        if let Some((0, done)) = d.tries {
             if done > 0 {
                 crate::warn!(
                     "commit {csum} is also deployment {} (index {}), whose boot assessment failed ({done} failed tries, entry {}): deploying it again",

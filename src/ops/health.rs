@@ -209,6 +209,29 @@ pub fn health_check(root: &Path, timeout: Duration) -> Result<HealthReport> {
     Ok(HealthReport { healthy, scripts: out })
 }
 
+impl HealthReport {
+    /// Why the boot is unhealthy, in a line: the failed required checks.
+    pub fn failure_reason(&self) -> String {
+        let failed: Vec<String> = self
+            .scripts
+            .iter()
+            .filter(|s| s.kind == Kind::Required && s.outcome != Outcome::Passed)
+            .map(|s| match &s.outcome {
+                Outcome::Failed { exit_code: Some(c) } => format!("{} exited with status {c}", s.path),
+                Outcome::Failed { exit_code: None } => format!("{} was killed or could not run", s.path),
+                Outcome::TimedOut => format!("{} timed out", s.path),
+                Outcome::Refused { reason } => format!("{} was refused ({reason})", s.path),
+                Outcome::Passed => unreachable!(),
+            })
+            .collect();
+        if failed.is_empty() {
+            "no required check failed".into()
+        } else {
+            format!("required check {}", failed.join("; "))
+        }
+    }
+}
+
 fn word(kind: Kind) -> &'static str {
     match kind {
         Kind::Required => "required check",

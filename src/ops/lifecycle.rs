@@ -13,52 +13,18 @@ use crate::sysroot::Target;
 
 /// The position in the bootable list of a user-facing index, refusing the
 /// staged deployment for operations that cannot apply to it.
-fn bootable_index(w: &Writer, index: usize, what: &str) -> Result<usize> {
+pub(super) fn bootable_index(w: &Writer, index: usize, what: &str) -> Result<usize> {
     match w.sysroot.resolve_index(index)? {
         Target::Staged => bail!("deployment {index} is the staged deployment: it cannot be {what}; it is applied at shutdown (or drop it with `treeboot undeploy {index}`)"),
         Target::Deployment(i) => Ok(i),
     }
 }
 
-fn list_in_order(w: &Writer, order: &[usize]) -> Result<Vec<BootDeployment>> {
+pub(super) fn list_in_order(w: &Writer, order: &[usize]) -> Result<Vec<BootDeployment>> {
     order
         .iter()
         .map(|&i| boot_deployment(&w.sysroot, &w.sysroot.deployments[i]))
         .collect()
-}
-
-/// By hand, what systemd's boot assessment does: bless a deployment (its
-/// entry loses the `+LEFT-DONE` counter, as `systemd-bless-boot good`
-/// renames it) or mark it bad (`+0-DONE`: systemd-boot tries it last and
-/// never by default). Through the swap, like every change of the entries.
-/// Returns whether anything changed.
-#[context("Marking deployment {index} {}", if bad { "bad" } else { "good" })]
-pub fn assess(w: &mut Writer, index: usize, bad: bool) -> Result<bool> {
-    let i = bootable_index(w, index, if bad { "marked bad" } else { "blessed" })?;
-    let d = w.sysroot.deployment(i)?.clone();
-    let counter = d.entry_file.as_deref().filter(|n| n.contains('+')).map(crate::formats::bls::entry_tries);
-    let new = match (bad, counter) {
-        (false, None) | (false, Some((0, 0))) => {
-            crate::say!("Deployment {index} is not being counted: nothing to bless");
-            return Ok(false);
-        }
-        (false, Some(_)) => (0, 0),
-        (true, _) if w.opts.boot_counting_tries == 0 => bail!(
-            "boot counting is off ([sysroot] boot-counting-tries in ostree/repo/config): a deployment cannot be marked bad"
-        ),
-        (true, Some((0, done))) if done > 0 => {
-            crate::say!("Deployment {index} is marked bad already");
-            return Ok(false);
-        }
-        // (0, 0) means "no counter" to the swap: a bad entry has at least one failed try.
-        (true, c) => (0, c.map(|c| c.1).unwrap_or(0).max(1)),
-    };
-    let order: Vec<usize> = (0..w.sysroot.deployments.len()).collect();
-    let mut list = list_in_order(w, &order)?;
-    list[i].tries = Some(new);
-    commit_list(w, &list)?;
-    crate::say!("Deployment {index} is {}", if bad { "marked bad: the boot loader tries it last" } else { "blessed: its boot counter is gone" });
-    Ok(true)
 }
 
 /// Make deployment `index` the default; the others keep their order.

@@ -1,6 +1,7 @@
 //! The writing and reading operations behind each command, each one a
 //! sequence of named steps over the sysroot model.
 
+pub mod assess;
 pub mod cleanup;
 pub mod deploy;
 pub mod diff;
@@ -122,7 +123,9 @@ pub fn boot_deployment(sysroot: &Sysroot, d: &Deployment) -> Result<BootDeployme
         kargs: d.kargs.clone(),
         kver,
         files,
-        tries: d.entry_file.as_deref().map(crate::formats::bls::entry_tries),
+        // As the boot loader counted them (GRUB's grubenv folded into the
+        // name); (0, 0) for an entry that is not counted.
+        tries: d.entry_file.as_ref().map(|_| d.tries.unwrap_or((0, 0))),
         pid1_init: if files.initramfs { None } else { swap::pid1_init(&deploy)? },
         os_name: deployment_os_name(&deploy)?,
         version: sysroot.commit_version(&d.csum)?,

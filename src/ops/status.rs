@@ -4,7 +4,6 @@ use anyhow::Result;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::formats::bls;
 use crate::output::date;
 use crate::sysroot::Sysroot;
 
@@ -65,6 +64,32 @@ pub struct DeploymentStatus {
     pub boot_tries_left: Option<u64>,
     /// Boot counting: failed tries so far.
     pub boot_tries_done: Option<u64>,
+    /// Boot assessment: `assessing` (counted, tries left), `failed` (tries
+    /// spent, or marked bad), `blessed` (boot counting is on and the entry
+    /// has no counter: it passed, or predates counting); null when counting
+    /// is off and the entry has no counter, and for the staged deployment.
+    pub boot_assessment: Option<AssessState>,
+    /// Why and when the boot assessment failed, once recorded (by the
+    /// permanent rollback or `mark-bad`), until the deployment is blessed
+    /// or removed.
+    pub boot_failure: Option<BootFailureStatus>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AssessState {
+    Assessing,
+    Failed,
+    Blessed,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct BootFailureStatus {
+    /// When it was recorded (RFC 3339, UTC).
+    pub time: String,
+    /// Failed tries counted by the boot loader.
+    pub tries: u64,
+    pub reason: String,
 }
 
 /// `treeboot status --json`.
@@ -124,6 +149,10 @@ pub fn status(sysroot: &Sysroot) -> Result<Status> {
             }
         }
     }
+    // Boot counting on: an entry without a counter was blessed (or is from
+    // before counting). A repository config that does not parse is said by
+    // every writer; status shows what it can.
+    let counting = crate::sysroot::opts::SysrootOpts::load(&sysroot.root).is_ok_and(|o| o.boot_counting_tries > 0);
     let mut out = Vec::new();
     let off = sysroot.staged.is_some() as usize;
     for d in sysroot.listed() {
@@ -131,7 +160,14 @@ pub fn status(sysroot: &Sysroot) -> Result<Status> {
         k.remove_key("ostree");
         let index = if d.staged { 0 } else { d.index + off };
         let commit = sysroot.commit_info(&d.csum)?;
-        let tries = d.entry_file.as_deref().filter(|n| n.contains('+')).map(bls::entry_tries);
+        let tries = d.tries;
+        let boot_assessment = match tries {
+            _ if d.staged => None,
+            Some((0, _)) => Some(AssessState::Failed),
+            Some(_) => Some(AssessState::Assessing),
+            None if counting => Some(AssessState::Blessed),
+            None => None,
+        };
         out.push(DeploymentStatus {
             index,
             stateroot: d.stateroot.clone(),
@@ -159,6 +195,8 @@ pub fn status(sysroot: &Sysroot) -> Result<Status> {
             entry_path: d.entry_file.as_ref().map(|f| format!("boot/loader.{}/entries/{f}", sysroot.bootversion)),
             boot_tries_left: tries.map(|t| t.0),
             boot_tries_done: tries.map(|t| t.1),
+            boot_assessment,
+            boot_failure: d.boot_failure().map(|f| BootFailureStatus { time: f.time, tries: f.tries, reason: f.reason }),
         });
     }
     let staged_locked = sysroot.staged.is_some().then_some(sysroot.locked);
@@ -278,6 +316,11 @@ pub fn render(s: &Status, verbose: bool, styled: bool) -> String {
         if let (Some(left), Some(done)) = (d.boot_tries_left, d.boot_tries_done) {
             let state = if left == 0 { "boot assessment failed" } else { "being assessed" };
             let _ = writeln!(out, "    Boot tries: {left} left, {done} failed ({state})");
+        } else if d.boot_assessment == Some(AssessState::Blessed) {
+            out.push_str("    Boot assessment: blessed\n");
+        }
+        if let Some(f) = &d.boot_failure {
+            let _ = writeln!(out, "    Boot assessment failed at {} after {} tries: {}", f.time, f.tries, f.reason);
         }
         if verbose {
             let _ = writeln!(out, "    Serial: {}", d.serial);

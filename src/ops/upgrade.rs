@@ -238,6 +238,10 @@ pub fn upgrade(w: &mut Writer, o: &UpgradeOpts) -> Result<UpgradeReport> {
         check_downgrade(w, &from, &target, o.allow_downgrade)?;
     }
     let mut origin = from.origin.clone().unwrap_or_default();
+    // A new deployment starts without the old one's transient state (its
+    // pin, a failed boot assessment), as libostree's upgrader drops it
+    // (`ostree_deployment_origin_remove_transient_state`).
+    origin.remove_group(crate::sysroot::BootFailure::GROUP);
     if o.switch_to.is_some() {
         origin.remove_key("origin", "container-image-reference");
     }

@@ -47,9 +47,35 @@ pub struct Deployment {
     pub entry: Option<BlsEntry>,
     /// The name of that entry's file in `boot/loader.N/entries`.
     pub entry_file: Option<String>,
+    /// Boot counting: (tries left, tries done) while the entry is being
+    /// assessed (`+LEFT-DONE` in its name), as the boot loader counted
+    /// them: systemd-boot renames the entry, GRUB lowers its grubenv
+    /// variable ([`crate::bootloader::grub::effective_tries`]). None when
+    /// the entry is not counted (blessed, or counting off).
+    pub tries: Option<(u64, u64)>,
     pub origin: Option<KeyFile>,
     pub booted: bool,
     pub staged: bool,
+}
+
+/// Why and when a deployment's boot assessment failed, as kept in its
+/// origin's `[libostree-transient]` group: a deployment made from this one
+/// does not inherit it (both libostree and treeboot drop the group for a
+/// new origin), and it goes with the deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootFailure {
+    /// When it was recorded, RFC 3339 (UTC).
+    pub time: String,
+    /// Failed tries counted by the boot loader.
+    pub tries: u64,
+    pub reason: String,
+}
+
+impl BootFailure {
+    pub const GROUP: &'static str = "libostree-transient";
+    pub const TIME: &'static str = "treeboot-boot-failed";
+    pub const TRIES: &'static str = "treeboot-boot-failed-tries";
+    pub const REASON: &'static str = "treeboot-boot-failed-reason";
 }
 
 impl Deployment {
@@ -73,6 +99,19 @@ impl Deployment {
             .as_ref()
             .and_then(|o| o.get_bool("libostree-transient", "pinned").ok().flatten())
             .unwrap_or(false)
+    }
+
+    /// The failure of this deployment's boot assessment, once recorded
+    /// (the permanent rollback, or `mark-bad`): transient state of its
+    /// origin, like `pinned` ([`BootFailure`]).
+    pub fn boot_failure(&self) -> Option<BootFailure> {
+        let o = self.origin.as_ref()?;
+        let time = o.get(BootFailure::GROUP, BootFailure::TIME)?.into_owned();
+        Some(BootFailure {
+            time,
+            tries: o.get(BootFailure::GROUP, BootFailure::TRIES).and_then(|t| t.parse().ok()).unwrap_or(0),
+            reason: o.get(BootFailure::GROUP, BootFailure::REASON).map(|r| r.into_owned()).unwrap_or_default(),
+        })
     }
 
     /// `[origin] refspec`, what ostree pulls and upgrades from.
@@ -284,6 +323,20 @@ impl Sysroot {
         if found.windows(2).any(|w| w[0].0 == w[1].0) {
             problems.push(format!("{}/{entries_rel}: two entries have the same `version`: the default is ambiguous", self.path));
         }
+        // GRUB counts in its environment block, not in the names.
+        if found.iter().any(|(_, d)| d.tries.is_some()) {
+            match self.root.open_dir_optional("boot")?.map(|b| crate::bootloader::grub::read_env(&b)).transpose() {
+                Ok(Some(Some(env))) => {
+                    for (_, d) in found.iter_mut() {
+                        if let Some(t) = d.tries {
+                            d.tries = Some(crate::bootloader::grub::effective_tries(t, env.get(&crate::bootloader::grub::tries_var(&d.csum, d.serial))));
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => problems.push(format!("{}: {e:#}; GRUB's boot counts are not known", self.path)),
+            }
+        }
         let list = found
             .into_iter()
             .enumerate()
@@ -346,6 +399,7 @@ impl Sysroot {
             kargs,
             entry: Some(entry),
             entry_file: Some(name.to_string()),
+            tries: name.contains('+').then(|| crate::formats::bls::entry_tries(name)),
             origin: None,
             booted: false,
             staged: false,
@@ -374,6 +428,7 @@ impl Sysroot {
             kargs: Kargs::default(),
             entry: None,
             entry_file: None,
+            tries: None,
             origin: None,
             booted: false,
             staged: true,

@@ -48,6 +48,13 @@ install -Dm755 "$ROOT/tests/vm/guest/autopkgtest-reboot" "$R/usr/lib/treeboot-te
 install -Dm644 "$ROOT/tests/vm/guest/treeboot-kola.service" "$R/usr/lib/systemd/system/treeboot-kola.service"
 ln -sf /usr/lib/systemd/system/treeboot-kola.service "$R/etc/systemd/system/multi-user.target.wants/treeboot-kola.service"
 ln -sf /usr/lib/systemd/system/treeboot-boot-complete.service "$R/etc/systemd/system/multi-user.target.wants/treeboot-boot-complete.service"
+# Boot assessment as docs/installing.md enables it: the checks before
+# boot-complete.target, the rollback made permanent, the blessing.
+mkdir -p "$R/etc/systemd/system/boot-complete.target.requires"
+ln -sf /usr/lib/systemd/system/treeboot-health-check.service "$R/etc/systemd/system/boot-complete.target.requires/treeboot-health-check.service"
+for u in treeboot-health-check treeboot-assess-boot treeboot-bless-boot; do
+    ln -sf /usr/lib/systemd/system/$u.service "$R/etc/systemd/system/multi-user.target.wants/$u.service"
+done
 for t in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer; do ln -sf /dev/null "$R/etc/systemd/system/$t"; done
 # No login prompt on the serial console: agetty's vhangup() would cut the
 # test's output (and its writes would fail with EIO).
@@ -122,12 +129,12 @@ ostree --repo="$U" commit -b debian/update -s "treeboot VM test OS, update 2" --
     --tree=ref="$(ostree --repo="$M/ostree/repo" rev-parse debian/test)" --tree=dir="$W/update-ov" >/dev/null
 ostree --repo="$U" config unset core.parent
 "$TB" --sysroot "$M" deploy --os debian --karg root=LABEL=root --karg rw \
-    --karg console=ttyS0,115200 --karg systemd.show_status=1 --karg mitigations=off debian/test
+    --karg console=ttyS0,115200 --karg systemd.show_status=1 --karg mitigations=off --karg panic=5 debian/test
 cp -r /usr/lib/grub/i386-pc "$M/boot/grub/"
 { echo 'serial --unit=0 --speed=115200'; echo 'terminal_input serial'; echo 'terminal_output serial';
   sed 's/^set timeout=3/set timeout=0/' "$ROOT/grub/grub.cfg"; } > "$M/boot/grub/grub.cfg"
 grub-mkimage -O i386-pc -o "$W/core.img" -p '(hd0,msdos1)/boot/grub' \
-    biosdisk part_msdos ext2 normal linux search search_label serial terminal configfile test echo
+    biosdisk part_msdos ext2 normal linux search search_label serial terminal configfile test echo loadenv
 dd if=/usr/lib/grub/i386-pc/boot.img of="$IMG" bs=440 count=1 conv=notrunc status=none
 dd if="$W/core.img" of="$IMG" bs=512 seek=1 conv=notrunc status=none
 "$TB" --sysroot "$M" verify

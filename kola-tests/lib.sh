@@ -19,8 +19,8 @@ new_commit() { # version [overlay-dir]
 fatal() { echo "FAIL: $*"; exit 1; }
 # The object of the deployment whose version is VERSION (flat, as above;
 # a nested boot_failure object ends with "}}").
-dep_object() { treeboot status --json | tr -d '\n' | sed 's/},{/}\n{/g' | grep "\"version\": *\"$1\""; }
+dep_object() { treeboot status --json | tr -d '\n' | sed 's/}, *{/}\n{/g' | grep "\"version\": *\"$1\""; }
 # One field of such an object: a string, a number, true/false or null.
 field() { grep -o "\"$1\": *[^,}]*" | head -1 | sed 's/^[^:]*: *//; s/^"//; s/"$//'; }
 # The commit's version of deployment 0 (the default).
-default_version() { treeboot status --json | tr -d '\n' | sed 's/},{/}\n{/g' | grep '"default": *true' | field version; }
+default_version() { treeboot status --json | tr -d '\n' | sed 's/}, *{/}\n{/g' | grep '"default": *true' | field version; }

@@ -52,7 +52,7 @@ ln -sf /usr/lib/systemd/system/treeboot-boot-complete.service "$R/etc/systemd/sy
 # boot-complete.target, the rollback made permanent, the blessing.
 mkdir -p "$R/etc/systemd/system/boot-complete.target.requires"
 ln -sf /usr/lib/systemd/system/treeboot-health-check.service "$R/etc/systemd/system/boot-complete.target.requires/treeboot-health-check.service"
-for u in treeboot-health-check treeboot-assess-boot treeboot-bless-boot; do
+for u in treeboot-health-check treeboot-assess-boot; do
     ln -sf /usr/lib/systemd/system/$u.service "$R/etc/systemd/system/multi-user.target.wants/$u.service"
 done
 for t in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer; do ln -sf /dev/null "$R/etc/systemd/system/$t"; done

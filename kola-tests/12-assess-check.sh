@@ -100,9 +100,7 @@ cut-bless)
     /tmp/autopkgtest-reboot final
     ;;
 final)
-    test "$(booted_version)" = 3 || fatal "booted $(booted_version)"
-    test "$(default_version)" = 3
-    test "$(dep_object 3 | field boot_assessment)" = blessed
+    booted_blessed_default 3
     echo "assess-check: ok"
     ;;
 esac

@@ -24,3 +24,9 @@ dep_object() { treeboot status --json | tr -d '\n' | sed 's/}, *{/}\n{/g' | grep
 field() { grep -o "\"$1\": *[^,}]*" | head -1 | sed 's/^[^:]*: *//; s/^"//; s/"$//'; }
 # The commit's version of deployment 0 (the default).
 default_version() { treeboot status --json | tr -d '\n' | sed 's/}, *{/}\n{/g' | grep '"default": *true' | field version; }
+# Deployment VERSION is booted, the default, and blessed.
+booted_blessed_default() { # version
+    test "$(booted_version)" = "$1" || fatal "booted $(booted_version), not $1"
+    test "$(default_version)" = "$1" || fatal "the default is $(default_version), not $1"
+    test "$(dep_object "$1" | field boot_assessment)" = blessed || fatal "$1 is not blessed: $(dep_object "$1")"
+}

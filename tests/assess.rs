@@ -9,15 +9,6 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn entries(root: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(root.join("boot/loader/entries"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
 fn dep(root: &Path, i: usize) -> serde_json::Value {
     status_json(root)["deployments"][i].clone()
 }

@@ -6,15 +6,6 @@ use common::*;
 use std::path::Path;
 use std::process::Command;
 
-fn entries(root: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(root.join("boot/loader/entries"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
 fn versions(root: &Path) -> Vec<String> {
     status_json(root)["deployments"]
         .as_array()

@@ -73,7 +73,7 @@ pub fn render(items: &[MenuItem]) -> String {
         .filter(|(t, _)| t.is_some_and(|t| t.0 > 0))
         .map(|(_, v)| v.as_str())
         .collect();
-    if counting.is_empty() && tries.iter().all(Option::is_none) {
+    if tries.iter().all(Option::is_none) {
         out.push_str("set default=0\n");
     } else {
         out.push_str("# Boot counting: the default is the first entry with tries left.\n");

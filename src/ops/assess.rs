@@ -7,7 +7,7 @@
 //! assessment failed lives in the failed deployment's origin
 //! ([`BootFailure`]). Every change of the entries goes through the swap.
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use cap_std_ext::cap_std::fs::{Dir, Permissions, PermissionsExt};
 use cap_std_ext::dirext::CapStdExtDirExt;
 use fn_error_context::context;
@@ -39,23 +39,17 @@ pub fn now() -> String {
 /// origin, atomically; the origin's other groups and keys are kept.
 #[context("Recording the boot assessment of deployment {}", d.name())]
 fn write_failure(w: &Writer, d: &Deployment, failure: Option<&BootFailure>) -> Result<()> {
-    let mut origin = d
-        .origin
-        .clone()
-        .ok_or_else(|| anyhow!("deployment {} has no origin file {}", d.name(), d.origin_path()))?;
-    for k in [BootFailure::TIME, BootFailure::TRIES, BootFailure::REASON] {
-        origin.remove_key(BootFailure::GROUP, k);
-    }
-    if let Some(f) = failure {
-        origin.set(BootFailure::GROUP, BootFailure::TIME, &f.time);
-        origin.set(BootFailure::GROUP, BootFailure::TRIES, &f.tries.to_string());
-        origin.set(BootFailure::GROUP, BootFailure::REASON, &f.reason);
-    }
     failpoint::hit("assess::write-origin");
-    w.sysroot
-        .root
-        .atomic_write_with_perms(d.origin_path(), origin.serialize(), Permissions::from_mode(0o644))
-        .map_err(|e| anyhow!("Writing {}: {e}", d.origin_path()))
+    super::edit_origin(w, d, |origin| {
+        for k in [BootFailure::TIME, BootFailure::TRIES, BootFailure::REASON] {
+            origin.remove_key(BootFailure::GROUP, k);
+        }
+        if let Some(f) = failure {
+            origin.set(BootFailure::GROUP, BootFailure::TIME, &f.time);
+            origin.set(BootFailure::GROUP, BootFailure::TRIES, &f.tries.to_string());
+            origin.set(BootFailure::GROUP, BootFailure::REASON, &f.reason);
+        }
+    })
 }
 
 /// By hand, what systemd's boot assessment does: bless a deployment (its
@@ -119,11 +113,9 @@ pub struct FailedDeployment {
     /// `CHECKSUM.SERIAL`.
     pub deployment: String,
     pub stateroot: String,
-    /// Failed tries counted by the boot loader.
-    pub tries: u64,
-    pub reason: String,
-    /// When the failure was recorded (RFC 3339, UTC).
-    pub time: String,
+    /// Its tries, reason and time, as recorded in its origin.
+    #[serde(flatten)]
+    pub failure: BootFailure,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
@@ -220,14 +212,14 @@ pub fn assess_boot(w: &mut Writer, state: Option<&Dir>) -> Result<BootAssessment
                 f
             }
         };
-        failed.push(FailedDeployment { deployment: d.name(), stateroot: d.stateroot.clone(), tries: f.tries, reason: f.reason, time: f.time });
+        failed.push(FailedDeployment { deployment: d.name(), stateroot: d.stateroot.clone(), failure: f });
     }
     let mut order = vec![b.index];
     order.extend((0..w.sysroot.deployments.len()).filter(|&i| i != b.index));
     let mut list = list_in_order(w, &order)?;
     // Spent, with at least one failed try ((0, 0) would mean "not counted").
     for (slot, f) in list[1..=failed.len()].iter_mut().zip(&failed) {
-        slot.tries = Some((0, f.tries.max(1)));
+        slot.tries = Some((0, f.failure.tries.max(1)));
     }
     failpoint::hit("assess::swap");
     commit_list(w, &list)?;
@@ -243,11 +235,11 @@ pub fn assess_boot(w: &mut Writer, state: Option<&Dir>) -> Result<BootAssessment
             &format!(
                 "treeboot: deployment {} failed its boot assessment after {} tries ({}); rolled back to {}, now the default",
                 f.deployment,
-                f.tries,
-                f.reason,
+                f.failure.tries,
+                f.failure.reason,
                 b.name()
             ),
-            &[("DEPLOYMENT", f.deployment.clone()), ("ROLLBACK_DEPLOYMENT", b.name()), ("TRIES", f.tries.to_string()), ("REASON", f.reason.clone())],
+            &[("DEPLOYMENT", f.deployment.clone()), ("ROLLBACK_DEPLOYMENT", b.name()), ("TRIES", f.failure.tries.to_string()), ("REASON", f.failure.reason.clone())],
         );
     }
     Ok(BootAssessment { outcome: AssessOutcome::RolledBack, booted, failed })

@@ -2,8 +2,6 @@
 //! list (or of one origin) that reuse the swap.
 
 use anyhow::{anyhow, bail, Result};
-use cap_std_ext::cap_std::fs::{Permissions, PermissionsExt};
-use cap_std_ext::dirext::CapStdExtDirExt;
 use fn_error_context::context;
 
 use super::{boot_deployment, commit_list, Writer};
@@ -118,20 +116,14 @@ pub fn pin(w: &mut Writer, index: usize, unpin: bool) -> Result<bool> {
         crate::say!("Deployment {shown} is already {}", if unpin { "unpinned" } else { "pinned" });
         return Ok(false);
     }
-    let mut origin = d
-        .origin
-        .clone()
-        .ok_or_else(|| anyhow!("deployment {index} has no origin file {}", d.origin_path()))?;
-    if unpin {
-        origin.remove_key("libostree-transient", "pinned");
-    } else {
-        origin.set("libostree-transient", "pinned", "true");
-    }
     failpoint::hit("pin::write-origin");
-    w.sysroot
-        .root
-        .atomic_write_with_perms(d.origin_path(), origin.serialize(), Permissions::from_mode(0o644))
-        .map_err(|e| anyhow!("Writing {}: {e}", d.origin_path()))?;
+    super::edit_origin(w, &d, |origin| {
+        if unpin {
+            origin.remove_key("libostree-transient", "pinned");
+        } else {
+            origin.set("libostree-transient", "pinned", "true");
+        }
+    })?;
     crate::say!("Deployment {shown} is now {}", if unpin { "unpinned" } else { "pinned" });
     Ok(true)
 }

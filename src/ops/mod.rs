@@ -14,7 +14,7 @@ pub mod upgrade;
 pub mod verify;
 
 use anyhow::{anyhow, Context, Result};
-use cap_std_ext::cap_std::fs::Dir;
+use cap_std_ext::cap_std::fs::{Dir, PermissionsExt};
 use cap_std_ext::dirext::CapStdExtDirExt;
 use fn_error_context::context;
 
@@ -109,6 +109,20 @@ pub(crate) fn installed_kernel(root: &Dir, d: &Deployment) -> Result<(String, Bo
     let dtb = dir.symlink_metadata_optional("dtb")?.is_some_and(|m| m.is_dir());
     let files = BootFiles::from_names(&names, &kver, dtb);
     Ok((kver, files))
+}
+
+/// Rewrite deployment `d`'s origin after `edit` (its other groups and keys
+/// kept), atomically: `pin`, and the boot assessment's failure record.
+pub fn edit_origin(w: &Writer, d: &Deployment, edit: impl FnOnce(&mut crate::formats::keyfile::KeyFile)) -> Result<()> {
+    let mut origin = d
+        .origin
+        .clone()
+        .ok_or_else(|| anyhow!("deployment {} has no origin file {}", d.name(), d.origin_path()))?;
+    edit(&mut origin);
+    w.sysroot
+        .root
+        .atomic_write_with_perms(d.origin_path(), origin.serialize(), cap_std_ext::cap_std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| anyhow!("Writing {}: {e}", d.origin_path()))
 }
 
 /// The swap's view of an existing deployment.

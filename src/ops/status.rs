@@ -72,7 +72,7 @@ pub struct DeploymentStatus {
     /// Why and when the boot assessment failed, once recorded (by the
     /// permanent rollback or `mark-bad`), until the deployment is blessed
     /// or removed.
-    pub boot_failure: Option<BootFailureStatus>,
+    pub boot_failure: Option<crate::sysroot::BootFailure>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
@@ -83,14 +83,6 @@ pub enum AssessState {
     Blessed,
 }
 
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct BootFailureStatus {
-    /// When it was recorded (RFC 3339, UTC).
-    pub time: String,
-    /// Failed tries counted by the boot loader.
-    pub tries: u64,
-    pub reason: String,
-}
 
 /// `treeboot status --json`.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -196,7 +188,7 @@ pub fn status(sysroot: &Sysroot) -> Result<Status> {
             boot_tries_left: tries.map(|t| t.0),
             boot_tries_done: tries.map(|t| t.1),
             boot_assessment,
-            boot_failure: d.boot_failure().map(|f| BootFailureStatus { time: f.time, tries: f.tries, reason: f.reason }),
+            boot_failure: d.boot_failure(),
         });
     }
     let staged_locked = sysroot.staged.is_some().then_some(sysroot.locked);

@@ -62,7 +62,7 @@ pub struct Deployment {
 /// origin's `[libostree-transient]` group: a deployment made from this one
 /// does not inherit it (both libostree and treeboot drop the group for a
 /// new origin), and it goes with the deployment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct BootFailure {
     /// When it was recorded, RFC 3339 (UTC).
     pub time: String,

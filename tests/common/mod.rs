@@ -303,6 +303,16 @@ pub fn treeboot_status_names(sysroot: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The file names of the live BLS entries, sorted.
+pub fn entries(root: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root.join("boot/loader/entries"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
 /// Path of deployment `index` (from treeboot status).
 pub fn deployment_dir(sysroot: &Path, index: usize) -> PathBuf {
     let st = status_json(sysroot);

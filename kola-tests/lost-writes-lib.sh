@@ -112,7 +112,11 @@ lw_check() { # K old new phase
     if [ -n "$why" ]; then
         fails=$((fails + 1))
         if [ "$4" = control ]; then echo "control caught, as it must be: $why"
-        else echo "LOST-WRITES FAIL phase=$4 entry=$k: $why"; fi
+        else
+            echo "LOST-WRITES FAIL phase=$4 entry=$k: $why"
+            # The first failing state is kept for a post-mortem.
+            [ -e $W/first-failure.img ] || cp --sparse=always "${CHECK_FROM:-$W/work.img}" $W/first-failure.img
+        fi
     fi
 }
 

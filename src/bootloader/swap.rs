@@ -21,7 +21,8 @@
 //! 5. `write-grub`: `boot/loader.(1-N)/grub.cfg` for GRUB without BLS;
 //!    with a counted entry, `boot/grub/grubenv` is created if missing
 //!    (GRUB's `save_env` only writes into an existing block).
-//! 6. `loader-tmp`: `boot/loader.tmp -> loader.(1-N)`.
+//! 6. `loader-tmp`: `boot/loader.tmp -> loader.(1-N)`; and `loader.prev`, a
+//!    second hard link to the live `boot/loader` symlink's inode (see below).
 //! 7. `sync`: syncfs of the sysroot, then of `/boot` if it is its own file
 //!    system: everything the new entries reference (deployments, links,
 //!    kernels, entries) must be on disk *before* the rename makes it live,
@@ -39,6 +40,18 @@
 //! Steps 7 and 9 end with a freeze/thaw of `/boot`'s file system, which
 //! checkpoints its journal: GRUB reads ext4 without replaying the journal,
 //! and must see what the kernel will see (found by the VM power-cut test).
+//!
+//! `loader.prev` keeps the old `loader` symlink's inode alive through the
+//! rename of step 8, until step 9's checkpoint is done; step 9 then removes
+//! it. Without it the rename frees that inode in the same journal
+//! transaction that repoints the `loader` entry, and the checkpoint writes
+//! those blocks one by one: a power cut between the inode table block (the
+//! inode freed) and the directory block (the entry not yet repointed) left
+//! a disk on which a reader that does not replay the journal (GRUB) finds
+//! `loader` naming a deleted inode. Found by the lost-writes replay on
+//! kernel 6.12 (Debian trixie), whose checkpoint wrote them in that order;
+//! with the second link the old inode stays valid, so either block order
+//! leaves `loader` naming a whole list.
 //!
 //! Links-only swap (same entries, only which deployment each serial names
 //! changes): steps 3 and 4 for the *current* boot version with the other
@@ -62,6 +75,9 @@ use crate::sysroot::opts::SysrootOpts;
 use crate::formats::bls::BlsEntry;
 use crate::formats::kargs::Kargs;
 use crate::fsutil;
+
+/// The second link to the old `boot/loader` symlink during a swap.
+pub const LOADER_PREV: &str = "loader.prev";
 
 /// A deployment as it will appear in the new list.
 #[derive(Debug, Clone)]
@@ -391,6 +407,7 @@ pub fn write_deployments(
     let loader_dir = format!("loader.{new_bv}");
     fsutil::remove_all_at(&boot, loader_dir.as_ref()).with_context(|| format!("Removing stale /boot/{loader_dir}"))?;
     boot.remove_file_optional("loader.tmp").context("Removing a stale /boot/loader.tmp")?;
+    boot.remove_file_optional(LOADER_PREV).context("Removing a stale /boot/loader.prev")?;
     // `boot/boot -> .` lets `/boot/...` paths work whether or not /boot is
     // its own partition (GRUB and the entries rely on it).
     if boot.symlink_metadata_optional("boot")?.is_none() {
@@ -449,6 +466,11 @@ pub fn write_deployments(
     // 6. loader-tmp
     failpoint::hit("swap::loader-tmp");
     boot.symlink(&loader_dir, "loader.tmp").context("Creating /boot/loader.tmp")?;
+    if has_loader {
+        // The symlink itself, not its target (no AT_SYMLINK_FOLLOW).
+        rustix::fs::linkat(&boot, "loader", &boot, LOADER_PREV, rustix::fs::AtFlags::empty())
+            .context("Linking /boot/loader.prev to the live /boot/loader")?;
+    }
 
     // 7. sync
     failpoint::hit("swap::sync");
@@ -470,6 +492,9 @@ pub fn write_deployments(
         syncfs(&boot, "/boot")?;
     }
     freeze_thaw(&boot, "/boot")?;
+    // The switch is checkpointed: the old link may go (a cut before this
+    // leaves it for the next swap or cleanup).
+    boot.remove_file_optional(LOADER_PREV).context("Removing /boot/loader.prev")?;
     // 10. grubenv-prune: the tries variables of deployments no longer
     // counted go, now that no live entry uses them (before the commit a
     // power cut could bring back the old list, whose entries still count

@@ -121,6 +121,7 @@ fn remove_boot_leftovers(s: &Sysroot, has_loader: bool, stats: &mut CleanupStats
         }
     }
     boot.remove_file_optional("loader.tmp").context("Removing /boot/loader.tmp")?;
+    boot.remove_file_optional(crate::bootloader::swap::LOADER_PREV).context("Removing /boot/loader.prev")?;
     for n in fsutil::read_names(&ostree)? {
         let n = n.to_string_lossy().to_string();
         if n.starts_with("boot.") && n.ends_with(".tmp") {

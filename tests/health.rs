@@ -79,13 +79,13 @@ fn hanging_checks_stop_and_unsafe_ones_are_refused() {
     let s = Scratch::new("health-hang");
     let r = s.join("root");
     // The check and a child it started both hang.
-    script(&r, "etc/greenboot/check/required.d/10-hang.sh", "sleep 60 & sleep 60");
+    script(&r, "etc/greenboot/check/required.d/10-hang.sh", "sleep 3607 & sleep 3607");
     let t = std::time::Instant::now();
     let (code, doc, _) = check(&r, &["--timeout", "1"]);
     assert!(t.elapsed().as_secs() < 10, "stopped at the timeout");
     assert_eq!(code, 1);
     assert_eq!(outcomes(&doc), [("/etc/greenboot/check/required.d/10-hang.sh".into(), "timed-out".into())]);
-    let leftover = Command::new("pgrep").args(["-f", "sleep 60"]).output().unwrap();
+    let leftover = Command::new("pgrep").args(["-f", "sleep 3607"]).output().unwrap();
     assert!(leftover.stdout.is_empty(), "the check's process group was stopped");
 
     std::fs::remove_file(r.join("etc/greenboot/check/required.d/10-hang.sh")).unwrap();

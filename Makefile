@@ -61,6 +61,9 @@ install: build static
 	install -Dm755 target/release/treeboot-remount $(DESTDIR)$(PREFIX)/lib/treeboot/treeboot-remount
 	install -Dm755 target/release/treeboot-generator $(DESTDIR)$(PREFIX)/lib/systemd/system-generators/treeboot-generator
 	for u in systemd/*.service systemd/*.timer; do install -Dm644 $$u $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); done
+	# Drop-ins for ostree-boot's units, so that the two tools share a machine
+	# (docs/coexistence.md); inert where ostree-boot is not installed.
+	for d in systemd/*.service.d/*.conf; do install -Dm644 $$d $(DESTDIR)$(PREFIX)/lib/systemd/system/$${d#systemd/}; done
 	install -Dm644 conf/upgrade.conf $(DESTDIR)$(PREFIX)/share/treeboot/upgrade.conf.example
 	install -Dm755 dracut/98treeboot/module-setup.sh $(DESTDIR)$(PREFIX)/lib/dracut/modules.d/98treeboot/module-setup.sh
 	install -Dm644 dracut/treeboot.conf $(DESTDIR)$(PREFIX)/lib/dracut/dracut.conf.d/50-treeboot.conf

@@ -4,6 +4,9 @@
 ##   tags: "platform-independent"
 ##   description: Staged with locked finalization: a reboot applies nothing;
 ##     staged again and unlocked: the reboot applies it.
+# treeboot-vm: platforms=bookworm-bios-grub
+# (treeboot's own logic, the same on every platform: one platform keeps the
+# suite within its time budget; docs/vm-tests.md)
 set -xeuo pipefail
 . /run/kola/tests/lib.sh
 case "${AUTOPKGTEST_REBOOT_MARK:-}" in

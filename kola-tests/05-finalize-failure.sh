@@ -5,6 +5,9 @@
 ##   description: Finalize fails at shutdown (a local file where the update
 ##     ships a directory, created after staging): the old deployment boots,
 ##     treeboot-boot-complete.service fails with the message, status shows it.
+# treeboot-vm: platforms=bookworm-bios-grub
+# (treeboot's own logic, the same on every platform: one platform keeps the
+# suite within its time budget; docs/vm-tests.md)
 set -xeuo pipefail
 . /run/kola/tests/lib.sh
 case "${AUTOPKGTEST_REBOOT_MARK:-}" in

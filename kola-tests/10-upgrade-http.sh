@@ -6,6 +6,9 @@
 ##     127.0.0.1 (busybox httpd serving the archive repository of the test
 ##     disk): switch stages it, the reboot applies it, and upgrade --check
 ##     then finds nothing newer.
+# treeboot-vm: platforms=bookworm-bios-grub
+# (treeboot's own logic, the same on every platform: one platform keeps the
+# suite within its time budget; docs/vm-tests.md)
 # treeboot-vm: update-repo=yes
 set -xeuo pipefail
 . /run/kola/tests/lib.sh

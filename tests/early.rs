@@ -64,8 +64,14 @@ touch "$MNT/etc/written" && echo "etc: writable"
 test -d "$MNT/sysroot/ostree/deploy" && echo "sysroot: the physical root"
 test -e "$MNT/usr/lib/os-release" && echo "root: the deployment"
 cp /run/ostree-booted {}/booted
+cat /run/treeboot/prepared-root
+test -e /run/ostree/initramfs-mount-var && echo "ostree-system-generator: told to stand aside"
 "#, cmdline.display(), s.path.display()));
     assert!(ok, "{out}\n{err}");
+    // The markers: this root is treeboot's, and ostree-boot's generator, if
+    // installed, writes nothing (docs/coexistence.md).
+    assert!(out.contains(&format!("/{rel}\n")), "{out}");
+    assert!(out.contains("ostree-system-generator: told to stand aside"), "{out}");
     assert!(out.contains("usr: EROFS") && out.contains("etc: writable") && out.contains("sysroot: the physical root") && out.contains("root: the deployment"), "{out}");
     assert_eq!(
         mounts(&out),
@@ -242,6 +248,24 @@ fn generator_golden_and_idempotent() {
     // No ostree=: nothing at all.
     let out4 = s.join("out4");
     assert!(generate("root=/dev/sda1 quiet", &root, &out4).is_empty());
+}
+
+/// With ostree-boot installed, one generator writes the units: treeboot's
+/// for a root treeboot-prepare-root prepared, ostree-system-generator's for
+/// one ostree-prepare-root prepared (which told treeboot's nothing).
+#[test]
+fn generator_beside_ostree_system_generator() {
+    let s = Scratch::new("gen-ostree");
+    let root = s.join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    write(&root.join("usr/lib/systemd/system-generators/ostree-system-generator"), "#!/bin/sh\n");
+    let c = "root=LABEL=root ostree=/ostree/boot.1/debian/0ec7/0";
+    let out = s.join("out");
+    assert!(generate(c, &root, &out).is_empty(), "ostree-prepare-root's root: nothing from treeboot");
+    write(&root.join("run/treeboot/prepared-root"), "/ostree/deploy/debian/deploy/x.0\n");
+    let g = generate(c, &root, &s.join("out2"));
+    assert!(g["var.mount"].contains("What=/sysroot/ostree/deploy/debian/var"), "{g:?}");
+    assert!(g.contains_key("local-fs.target.wants/treeboot-remount.service"), "{g:?}");
 }
 
 #[test]

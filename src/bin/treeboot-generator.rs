@@ -25,7 +25,10 @@ fn main() {
         let root = Dir::open_ambient_dir("/", ambient_authority())?;
         std::fs::create_dir_all(&args[1])?;
         let out = Dir::open_ambient_dir(&args[1], ambient_authority())?;
-        treeboot::early::generator::generate(&cmdline, &root, &out)?;
+        let g = treeboot::early::generator::generate(&cmdline, &root, &out)?;
+        if let Some(why) = g.stood_aside {
+            eprintln!("treeboot-generator: nothing to do: {why}");
+        }
         Ok(())
     };
     if let Err(e) = run() {

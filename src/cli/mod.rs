@@ -195,6 +195,12 @@ pub enum Cmd {
         /// Hold /boot open until terminated (treeboot-finalize-staged-hold.service).
         #[arg(long)]
         hold: bool,
+        /// Apply only what TOOL staged, and leave the other tool's record to
+        /// that tool's unit (the ExecStop of both finalize units when
+        /// ostree-boot is installed beside treeboot; `ostree` runs `ostree
+        /// admin finalize-staged` for a record libostree wrote).
+        #[arg(long, value_name = "TOOL", conflicts_with = "hold")]
+        if_staged_by: Option<crate::formats::runstate::Stager>,
     },
     /// Lock (or unlock) finalization of the staged deployment.
     LockFinalization {
@@ -317,7 +323,7 @@ enum ReadCmd {
     /// `kargs` without edits.
     ShowKargs { deployment: Option<usize> },
     BootComplete,
-    FinalizeStaged { hold: bool },
+    FinalizeStaged { hold: bool, if_staged_by: Option<crate::formats::runstate::Stager> },
     Verify,
     EtcDiff { deployment: Option<usize> },
     Diff { from: Option<usize>, to: Option<usize> },
@@ -391,7 +397,7 @@ impl From<Cmd> for Route {
                 }
             }
             Cmd::BootComplete => Read(ReadCmd::BootComplete),
-            Cmd::FinalizeStaged { hold } => Read(ReadCmd::FinalizeStaged { hold }),
+            Cmd::FinalizeStaged { hold, if_staged_by } => Read(ReadCmd::FinalizeStaged { hold, if_staged_by }),
             Cmd::Verify => Read(ReadCmd::Verify),
             Cmd::Etc(EtcCmd::Diff { deployment }) => Read(ReadCmd::EtcDiff { deployment }),
             Cmd::Diff { from, to } => Read(ReadCmd::Diff { from, to }),
@@ -475,10 +481,13 @@ pub fn run_reader(cli: Cli) -> Result<Next> {
                 return Ok(Next::Exit(1));
             }
         }
-        ReadCmd::FinalizeStaged { hold: true } => hold_boot(&sysroot)?,
+        ReadCmd::FinalizeStaged { hold: true, .. } => hold_boot(&sysroot)?,
         // Finalize runs here, without libostree (see ops::stage::finalize).
-        ReadCmd::FinalizeStaged { hold: false } => {
-            let outcome = ops::stage::finalize(&sysroot)?;
+        ReadCmd::FinalizeStaged { hold: false, if_staged_by } => {
+            let outcome = match if_staged_by {
+                Some(tool) => ops::stage::finalize_if_staged_by(&sysroot, tool)?,
+                None => ops::stage::finalize(&sysroot)?,
+            };
             crate::output::report(&report::Finalized { outcome })?;
         }
         ReadCmd::Verify => {
@@ -595,7 +604,7 @@ mod tests {
         assert!(matches!(route(&["kargs"]), Route::Read(ReadCmd::ShowKargs { deployment: None })));
         assert!(matches!(route(&["kargs", "--deployment", "1"]), Route::Read(ReadCmd::ShowKargs { deployment: Some(1) })));
         assert!(matches!(route(&["kargs", "--append", "a=b"]), Route::Write(WriteCmd::Kargs { .. })));
-        assert!(matches!(route(&["finalize-staged", "--hold"]), Route::Read(ReadCmd::FinalizeStaged { hold: true })));
+        assert!(matches!(route(&["finalize-staged", "--hold"]), Route::Read(ReadCmd::FinalizeStaged { hold: true, .. })));
         assert!(matches!(route(&["etc", "diff", "--json"]), Route::Read(ReadCmd::EtcDiff { deployment: None })));
         assert!(matches!(route(&["diff", "1", "0"]), Route::Read(ReadCmd::Diff { from: Some(1), to: Some(0) })));
         assert!(matches!(route(&["deploy", "os:ref"]), Route::Write(WriteCmd::Deploy(_))));

@@ -59,7 +59,8 @@ impl Report for BootComplete {
 /// `finalize-staged --json`.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct Finalized {
-    /// nothing-staged, locked (not applied), or finalized.
+    /// nothing-staged, locked (not applied), finalized, or (with
+    /// --if-staged-by) left-to-ostree / left-to-treeboot.
     pub outcome: ops::stage::FinalizeOutcome,
 }
 
@@ -70,6 +71,8 @@ impl Report for Finalized {
             ops::stage::FinalizeOutcome::NothingStaged => String::new(),
             ops::stage::FinalizeOutcome::Locked => "Finalization is locked: the staged deployment was not applied\n".into(),
             ops::stage::FinalizeOutcome::Finalized => "Applied the staged deployment: it boots next\n".into(),
+            // Said on the way (which unit applies it).
+            ops::stage::FinalizeOutcome::LeftToOstree | ops::stage::FinalizeOutcome::LeftToTreeboot => String::new(),
         }
     }
 }

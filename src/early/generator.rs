@@ -43,6 +43,8 @@ fn fstab_mounts(fstab: &str) -> Vec<String> {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Generated {
     pub units: Vec<String>,
+    /// Why nothing was written, when another generator owns this root.
+    pub stood_aside: Option<String>,
 }
 
 fn write_unit(out: &Dir, name: &str, text: &str) -> Result<()> {
@@ -65,12 +67,31 @@ fn link(out: &Dir, dir: &str, name: &str, target: &str) -> Result<()> {
     Ok(())
 }
 
+/// ostree-boot's generator, which writes the same units for a root that
+/// ostree-prepare-root prepared.
+const OSTREE_GENERATORS: [&str; 2] =
+    ["usr/lib/systemd/system-generators/ostree-system-generator", "lib/systemd/system-generators/ostree-system-generator"];
+
 /// `root` is the system's `/`, `out` the normal generator directory.
 pub fn generate(cmdline: &str, root: &Dir, out: &Dir) -> Result<Generated> {
     let kargs = Kargs::parse(cmdline).map_err(|e| anyhow!("kernel command line: {e}"))?;
     let Some(value) = kargs.get("ostree") else {
         return Ok(Generated::default());
     };
+    // One generator per root: a root ostree-prepare-root prepared (no
+    // marker of treeboot's prepare-root) is ostree-system-generator's, when
+    // it is installed.
+    let prepared_by_treeboot = root.try_exists(format!("run/{}", super::prepare_root::PREPARED_MARKER))?;
+    if !prepared_by_treeboot {
+        for g in OSTREE_GENERATORS {
+            if root.symlink_metadata_optional(g)?.is_some() {
+                return Ok(Generated {
+                    units: vec![],
+                    stood_aside: Some(format!("the root was not prepared by treeboot-prepare-root (no /run/{}): /{g} writes the units", super::prepare_root::PREPARED_MARKER)),
+                });
+            }
+        }
+    }
     let stateroot = stateroot_of(value).ok_or_else(|| anyhow!("ostree={value}: cannot tell the stateroot"))?;
     let fstab = fstab_mounts(&root.read_to_string_optional("etc/fstab")?.unwrap_or_default());
     let mut g = Generated::default();

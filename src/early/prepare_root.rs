@@ -205,8 +205,10 @@ pub fn prepare_root(opts: &Options) -> Result<Booted> {
         let var = deploy.join("var");
         undo.mount(Some(var_src.as_str()), &var, None, MS_BIND | MS_SILENT, None)?;
     }
-    // 8. The record tools read to find the booted deployment.
+    // 8. The record tools read to find the booted deployment, and the
+    //    markers that say treeboot prepared this root.
     write_booted(&run_dir, &booted)?;
+    write_markers(&run_dir, drel)?;
     if opts.pid1 {
         // 9. (PID 1) The deployment becomes / and the physical root, the
         //    old /, goes to its /sysroot.
@@ -219,6 +221,7 @@ pub fn prepare_root(opts: &Options) -> Result<Booted> {
     // 9. The deployment onto SYSROOT, the physical root under it.
     if let Err(e) = move_onto_sysroot(sysroot, &deploy) {
         let _ = std::fs::remove_file(run_dir.join("ostree-booted"));
+        remove_markers(&run_dir);
         return Err(e.context(format!("Moving the deployment onto {sysroot}")));
     }
     undo.commit();
@@ -297,6 +300,31 @@ fn transient_overlay(undo: &mut MountUndo, scratch: &Utf8Path, lower: &Utf8Path,
     let data = format!("lowerdir={lower},upperdir={scratch}/upper,workdir={scratch}/work");
     undo.mount(Some("overlay"), target, Some("overlay"), MS_SILENT, Some(&data))?;
     Ok(())
+}
+
+/// `/run/treeboot/prepared-root` (the deployment's path): treeboot's
+/// generator writes the units only for a root treeboot prepared.
+pub const PREPARED_MARKER: &str = "treeboot/prepared-root";
+/// `/run/ostree/initramfs-mount-var`: ostree-system-generator (ostree-boot)
+/// removes it and writes nothing when it is there (libostree's own switch
+/// for a root whose /var someone else takes care of, since 2018.6), so with
+/// ostree-boot installed one generator, treeboot's, writes var.mount,
+/// boot.mount and the remount (docs/coexistence.md).
+pub const OSTREE_GENERATOR_OFF: &str = "ostree/initramfs-mount-var";
+
+fn write_markers(run_dir: &Utf8Path, deployment: &Utf8Path) -> Result<()> {
+    for (rel, text) in [(PREPARED_MARKER, format!("/{deployment}\n")), (OSTREE_GENERATOR_OFF, String::new())] {
+        let p = run_dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap_or(run_dir)).with_context(|| format!("Creating the parent of {p}"))?;
+        std::fs::write(&p, text).with_context(|| format!("Writing {p}"))?;
+    }
+    Ok(())
+}
+
+fn remove_markers(run_dir: &Utf8Path) {
+    for rel in [PREPARED_MARKER, OSTREE_GENERATOR_OFF] {
+        let _ = std::fs::remove_file(run_dir.join(rel));
+    }
 }
 
 fn write_booted(run_dir: &Utf8Path, b: &Booted) -> Result<()> {

@@ -334,6 +334,11 @@ impl<'a> VarDict<'a> {
         self.entries.is_empty()
     }
 
+    /// The keys, in the order they are in the data.
+    pub fn keys(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.entries.iter().map(|(k, _)| *k)
+    }
+
     /// The type string of the value under `key`.
     pub fn type_of(&self, key: &str) -> Option<&'a [u8]> {
         self.raw(key).map(|v| v.split().0)

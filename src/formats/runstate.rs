@@ -115,6 +115,37 @@ pub struct Staged {
     pub staged_at: Option<u64>,
 }
 
+/// Which tool wrote a staged record: treeboot's have keys of their own
+/// (`treeboot.retain` is always there), libostree's have none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stager {
+    Treeboot,
+    Ostree,
+}
+
+impl Stager {
+    /// The writer of the record `data`; None when no entry can be read
+    /// (damaged: whoever finalizes reports it).
+    pub fn of(data: &[u8]) -> Option<Self> {
+        let data = copy_to_align(data);
+        let v = VarDict::parse(data.as_ref());
+        if v.is_empty() {
+            return None;
+        }
+        let ours = v.keys().any(|k| k.starts_with("treeboot."));
+        Some(if ours { Stager::Treeboot } else { Stager::Ostree })
+    }
+
+    /// The unit that applies a record this tool staged.
+    pub fn finalize_unit(self) -> &'static str {
+        match self {
+            Stager::Treeboot => "treeboot-finalize-staged.service",
+            Stager::Ostree => "ostree-finalize-staged.service",
+        }
+    }
+}
+
 impl Staged {
     pub fn parse(data: &[u8]) -> Result<Self, String> {
         if data.is_empty() {
@@ -190,6 +221,17 @@ impl Staged {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn who_staged() {
+        assert_eq!(Stager::of(&sample().serialize()), Some(Stager::Treeboot));
+        // What libostree writes: target, kargs, locked and nothing of ours.
+        let t = sample().target.unwrap().to_value();
+        let ostree = Value::vardict(vec![("target", t), ("kargs", Value::string_array(&["rw".to_string()])), ("locked", Value::Bool(false))]).encode();
+        assert_eq!(Stager::of(&ostree), Some(Stager::Ostree));
+        assert_eq!(Stager::of(b"\x01\x02junk"), None);
+        assert_eq!(Stager::of(b""), None);
+    }
 
     fn sample() -> Staged {
         Staged {

@@ -26,7 +26,7 @@ use super::deploy::{self, set_immutable, DeployOpts, EtcMode};
 use super::{boot_deployment, commit_list, Writer};
 use crate::etcmerge;
 use crate::failpoint;
-use crate::formats::runstate::{Staged, StagedTarget};
+use crate::formats::runstate::{Staged, StagedTarget, Stager};
 use crate::fsutil;
 use crate::journal;
 use crate::sysroot::runstate::{self, RunState};
@@ -242,6 +242,9 @@ pub enum FinalizeOutcome {
     NothingStaged,
     Locked,
     Finalized,
+    /// `--if-staged-by`: the other tool staged it, and its unit applies it.
+    LeftToOstree,
+    LeftToTreeboot,
 }
 
 #[context("Writing {}", FAILURE_STAMP)]
@@ -257,6 +260,58 @@ fn write_stamp(sysroot: &Utf8Path, msg: &str) {
         .and_then(|d| write_stamp_at(&d, msg));
     if let Err(e) = r {
         eprintln!("error: could not write {sysroot}/{FAILURE_STAMP}: {e:#}");
+    }
+}
+
+/// Where ostree-boot installs its finalize unit (merged /usr or not).
+const OSTREE_FINALIZE_UNITS: [&str; 2] =
+    ["/usr/lib/systemd/system/ostree-finalize-staged.service", "/lib/systemd/system/ostree-finalize-staged.service"];
+
+/// `finalize-staged --if-staged-by TOOL`, the ExecStop of both finalize
+/// units when ostree-boot is installed beside treeboot (docs/coexistence.md):
+/// each applies only what its own tool staged, so exactly one finalizer
+/// runs, and by the rules of the tool that staged.
+/// - treeboot's unit (`treeboot`): a treeboot record is finalized here; a
+///   libostree record is left to ostree-finalize-staged.service, unless
+///   ostree-boot is not installed (then treeboot applies it: an update is
+///   not dropped for want of a finalizer).
+/// - ostree's unit (`ostree`, through a drop-in): a libostree record runs
+///   `ostree admin finalize-staged`; a treeboot record is left to
+///   treeboot-finalize-staged.service.
+///
+/// A record that cannot be read belongs to treeboot's unit, which reports it.
+pub fn finalize_if_staged_by(sysroot: &Utf8Path, unit_of: Stager) -> Result<FinalizeOutcome> {
+    let run = RunState::open_ambient()?;
+    let writer = match run.staged() {
+        Ok(None) => None,
+        Ok(Some(_)) => Some(run.stager()?.unwrap_or(Stager::Treeboot)),
+        // Damaged: treeboot's finalize reports it and forgets it.
+        Err(_) => Some(Stager::Treeboot),
+    };
+    let Some(writer) = writer else {
+        crate::say!("No staged deployment.");
+        return Ok(FinalizeOutcome::NothingStaged);
+    };
+    match (unit_of, writer) {
+        (Stager::Treeboot, Stager::Treeboot) => finalize(sysroot),
+        (Stager::Treeboot, Stager::Ostree) => {
+            if OSTREE_FINALIZE_UNITS.iter().any(|p| Utf8Path::new(p).exists()) {
+                crate::say!("The staged deployment was staged by ostree: {} applies it.", Stager::Ostree.finalize_unit());
+                Ok(FinalizeOutcome::LeftToOstree)
+            } else {
+                crate::say!("The staged deployment was staged by ostree, and ostree-boot is not installed: treeboot applies it.");
+                finalize(sysroot)
+            }
+        }
+        (Stager::Ostree, Stager::Treeboot) => {
+            crate::say!("The staged deployment was staged by treeboot: {} applies it.", Stager::Treeboot.finalize_unit());
+            Ok(FinalizeOutcome::LeftToTreeboot)
+        }
+        (Stager::Ostree, Stager::Ostree) => {
+            use std::os::unix::process::CommandExt;
+            let e = std::process::Command::new("ostree").args(["admin", "finalize-staged"]).exec();
+            Err(anyhow!(e).context("Running ostree admin finalize-staged"))
+        }
     }
 }
 

@@ -153,6 +153,15 @@ fn check_deployments(s: &Sysroot, r: &mut Report) -> Result<()> {
         // Files in /boot the bootloader loads (fdtdir: a directory).
         for key in ["linux", "initrd", "devicetree", "aboot", "fdtdir"] {
             match entry.get(key) {
+                // libostree 2025.2 names `aboot` in every entry, in the
+                // deployment when /boot has none (fixed in 2025.3): only
+                // Android's aboot reads it, and a missing one stops no
+                // other bootloader.
+                Some(p) if key == "aboot" && p.starts_with("/ostree/deploy/") => {
+                    if !s.root.symlink_metadata_optional(p.trim_start_matches('/'))?.is_some_and(|m| m.is_file()) {
+                        r.notes.push(format!("{file}: aboot {p} does not exist in {path} (libostree 2025.2 names one for every entry; only an aboot bootloader reads it)"));
+                    }
+                }
                 Some(p) => {
                     let rel = format!("boot/{}", p.trim_start_matches('/'));
                     let m = s.root.symlink_metadata_optional(&rel)?;
@@ -187,7 +196,7 @@ fn check_deployments(s: &Sysroot, r: &mut Report) -> Result<()> {
 /// the staged deployment.
 fn leftovers(s: &Sysroot, sub: Option<u32>, r: &mut Report) -> Result<()> {
     let (root, path, bv) = (&s.root, &s.path, s.bootversion);
-    for (dir, name) in [("boot", "loader.tmp".to_string()), ("boot", format!("loader.{}", 1 - bv)), ("ostree", format!("boot.{}", 1 - bv))] {
+    for (dir, name) in [("boot", "loader.tmp".to_string()), ("boot", crate::bootloader::swap::LOADER_PREV.to_string()), ("boot", format!("loader.{}", 1 - bv)), ("ostree", format!("boot.{}", 1 - bv))] {
         if root.symlink_metadata_optional(format!("{dir}/{name}"))?.is_some() {
             r.notes.push(format!("{path}/{dir}/{name}: left by an interrupted run; harmless, removed by cleanup"));
         }
@@ -293,6 +302,15 @@ mod tests {
         for key in ["devicetree", "aboot", "fdtdir"] {
             assert!(e.contains(&format!("ostree-1-os.conf: {key} {dir}/")) && e.contains("does not exist in /fixture/boot"), "{key}: {e}");
         }
+        // What libostree 2025.2 writes into every entry: an aboot image
+        // in the deployment, which need not exist. A note, not an error.
+        let f2 = Fixture::new(&[('a', '1')]);
+        let plain2 = f2.root.read_to_string(&entry).unwrap();
+        let d = format!("/ostree/deploy/{OS}/deploy/{}.0/usr/lib/ostree-boot", csum('a'));
+        f2.root.write(&entry, format!("{plain2}aboot {d}/aboot.img\nabootcfg {d}/aboot.cfg\n")).unwrap();
+        let r2 = verify_fixture(&f2);
+        assert!(r2.errors.is_empty(), "{:?}", r2.errors);
+        assert!(r2.notes.iter().any(|n| n.contains("aboot.img does not exist")), "{:?}", r2.notes);
         // A file where fdtdir wants a directory is no better.
         f.root.write(format!("boot{dir}/devicetree-6.1"), "DT").unwrap();
         f.root.write(format!("boot{dir}/aboot-6.1.img"), "A").unwrap();

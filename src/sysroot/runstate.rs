@@ -112,6 +112,12 @@ impl RunState {
         }
     }
 
+    /// Which tool wrote the staged record; None when there is none, or
+    /// when it cannot be read (finalize then reports the damage).
+    pub fn stager(&self) -> Result<Option<crate::formats::runstate::Stager>> {
+        Ok(self.read(STAGED)?.and_then(|d| crate::formats::runstate::Stager::of(&d)))
+    }
+
     /// Write the staged record atomically (0644, as ostree does): the
     /// rename replaces a previous record in one step. A locked record also
     /// gets the legacy lock file, the only lock ostree 2022.7's finalizer

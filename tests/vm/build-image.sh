@@ -1,20 +1,50 @@
 #!/bin/bash
-# Build the VM test image: a Debian bookworm OS (systemd, linux-image-amd64,
-# dracut with treeboot's module, Debian's ostree CLI, treeboot installed with
-# `make install`) committed to an ostree repo, deployed with `treeboot deploy
-# --sysroot` on an ext4 root in a raw disk image with BIOS GRUB that boots
-# through treeboot's grub/ integration.
+# Build the VM test image of one platform: a Debian OS (systemd,
+# linux-image-amd64, dracut with treeboot's module, Debian's ostree CLI,
+# treeboot installed with `make install`) committed to an ostree repo,
+# deployed with `treeboot deploy --sysroot` on an ext4 root in a raw disk
+# image whose GRUB boots through treeboot's grub/ integration.
+# Platforms (docs/vm-tests.md):
+#   bookworm-bios-grub  bookworm (kernel 6.1, systemd 252), one MBR partition,
+#                       BIOS GRUB 2.06 (the host's grub-pc-bin)
+#   trixie-uefi-grub    trixie (kernel 6.12, systemd 257, ostree 2025.2 with
+#                       ostree-boot installed), GPT with an ESP (FAT, built in
+#                       userspace with mtools: this host cannot mount vfat)
+#                       holding trixie's GRUB 2.12 as EFI/BOOT/BOOTX64.EFI,
+#                       booted by OVMF
 # Also WORKDIR/update-repo: an archive repository with debian/update, the
 # image's commit plus one file, that the upgrade scenario serves over HTTP
 # inside the guest.
-# Usage: build-image.sh WORKDIR  -> WORKDIR/base.img, WORKDIR/update-repo
+# Usage: build-image.sh WORKDIR [PLATFORM] -> WORKDIR/base.img,
+#        WORKDIR/update-repo (and WORKDIR/OVMF_VARS.fd on UEFI)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 W=$1
+PLATFORM=${2:-bookworm-bios-grub}
 mkdir -p "$W"
 # busybox: its httpd serves the update repository on 127.0.0.1 in the guest.
 PKGS=systemd,systemd-sysv,udev,linux-image-amd64,dracut,ostree,e2fsprogs,kmod,procps,util-linux,dmsetup,busybox
-KEY=$(echo "bookworm $PKGS v1" | sha256sum | cut -c1-16)
+case $PLATFORM in
+bookworm-bios-grub) SUITE=bookworm; FIRMWARE=bios ;;
+trixie-uefi-grub)
+    SUITE=trixie; FIRMWARE=uefi
+    # ostree-boot: a real Debian ostree system has it (its dracut module,
+    # finalize units and generator) beside treeboot; grub-efi-amd64-bin:
+    # the EFI GRUB and its modules, made into an image in the chroot.
+    PKGS=$PKGS,ostree-boot,grub-efi-amd64-bin ;;
+*) echo "build-image.sh: unknown platform $PLATFORM" >&2; exit 2 ;;
+esac
+MIRROR=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
+MIRROR=${MIRROR:-http://deb.debian.org/debian}
+if [[ $SUITE == bookworm ]]; then
+    # The host's own sources (bookworm, -updates, -security); the key of the
+    # images built before there was a second platform.
+    SOURCES=()
+    KEY=$(echo "bookworm $PKGS v1" | sha256sum | cut -c1-16)
+else
+    SOURCES=("deb $MIRROR $SUITE main")
+    KEY=$(echo "$SUITE $PKGS $MIRROR v1" | sha256sum | cut -c1-16)
+fi
 # The root file system is cached outside the clone, keyed by its package
 # list, so that a fresh clone (CI) does not build it again.
 CACHE=${TREEBOOT_VM_CACHE:-/var/cache/treeboot/vm}
@@ -24,11 +54,11 @@ TAR=$CACHE/rootfs-$KEY.tar
 # know (such as *.tar.tmp) gives a directory: say tar, and keep the suffix.
 [[ -d $TAR ]] && rm -rf "$TAR"
 if [[ ! -f $TAR || ! -s $TAR ]]; then
-    echo "vm: building the Debian root file system (mmdebstrap, ~2-5 min)"
+    echo "vm: building the Debian $SUITE root file system (mmdebstrap, ~2-5 min)"
     mmdebstrap --variant=apt --include="$PKGS" --aptopt='Apt::Install-Recommends "false"' \
         --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
         --dpkgopt='path-exclude=/usr/share/locale/*' \
-        --format=tar bookworm "$CACHE/rootfs-$KEY.partial.tar" >"$W/mmdebstrap.log" 2>&1 \
+        --format=tar "$SUITE" "$CACHE/rootfs-$KEY.partial.tar" "${SOURCES[@]}" >"$W/mmdebstrap.log" 2>&1 \
         || { tail -30 "$W/mmdebstrap.log"; exit 1; }
     mv "$CACHE/rootfs-$KEY.partial.tar" "$TAR"
 else
@@ -72,8 +102,23 @@ printf 'blacklist %s\n' kvm kvm_amd kvm_intel > "$R/etc/modprobe.d/treeboot-vm.c
 echo treeboot-vm > "$R/etc/hostname"
 : > "$R/etc/machine-id"
 : > "$R/etc/fstab"
-# Debian's ostree-boot is not installed (only the CLI), so its prepare-root
-# module is absent; treeboot's dracut.conf.d adds 98treeboot.
+if [[ $SUITE != bookworm ]]; then
+    # What a Debian system with GRUB has (grub2-common ships it there): libostree's
+    # finalize (ostree-boot) runs grub-mkconfig, whose 15_ostree needs it.
+    mkdir -p "$R/etc/default"
+    cat > "$R/etc/default/grub" <<'EOF'
+GRUB_DEFAULT=0
+GRUB_TIMEOUT=0
+GRUB_DISTRIBUTOR=Debian
+GRUB_CMDLINE_LINUX=""
+GRUB_TERMINAL=serial
+GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
+GRUB_DISABLE_OS_PROBER=true
+EOF
+fi
+# On bookworm only the ostree CLI is installed; on trixie ostree-boot too,
+# whose prepare-root module treeboot's dracut.conf.d omits (checked below).
+# treeboot's dracut.conf.d adds 98treeboot.
 # Only the drivers this guest boots from (--drivers is exclusive; their
 # dependencies come along): the initramfs shrinks from 38 MB to a few, which
 # SeaBIOS and GRUB read and the kernel unpacks under TCG at every boot.
@@ -83,12 +128,15 @@ echo "vm: dracut initramfs for $KVER with the treeboot module"
 unshare -m --propagation private bash -c "
     set -e
     mount -t proc proc '$R/proc'; mount --rbind /sys '$R/sys'; mount --rbind /dev '$R/dev'
-    chroot '$R' dracut --force --no-hostonly --add treeboot --omit 'ostree plymouth nfs iscsi lvm dm mdraid multipath crypt' \
+    chroot '$R' dracut --force --no-hostonly --add treeboot --omit 'plymouth nfs iscsi lvm dm mdraid multipath crypt' \
         --drivers 'virtio_pci virtio_blk ext4' \
         --kver '$KVER' /usr/lib/modules/$KVER/initramfs.img >/dev/null 2>'$W/dracut.log'
 " || { tail -30 "$W/dracut.log"; exit 1; }
 lsinitrd "$R/usr/lib/modules/$KVER/initramfs.img" > "$W/lsinitrd.txt" 2>/dev/null || true
 grep -q treeboot-prepare-root "$W/lsinitrd.txt" || { echo "vm: treeboot-prepare-root is not in the initramfs"; exit 1; }
+# One prepare-root: treeboot's dracut.conf.d omits ostree-boot's module
+# (trixie's ostree-boot adds it in /etc/dracut.conf.d/ostree.conf).
+if grep -q ostree-prepare-root "$W/lsinitrd.txt"; then echo "vm: ostree-prepare-root is in the initramfs beside treeboot's"; exit 1; fi
 cp "$R/boot/vmlinuz-$KVER" "$R/usr/lib/modules/$KVER/vmlinuz"
 rm -rf "$R"/boot/* "$R"/dev/* "$R"/proc/* "$R"/sys/* "$R"/run/* "$R"/tmp/*
 # The ostree layout: /etc defaults in /usr/etc, /sysroot and /ostree.
@@ -98,11 +146,23 @@ ln -s sysroot/ostree "$R/ostree"
 rm -rf "$W/var-seed"; mv "$R/var" "$W/var-seed"; mkdir "$R/var"
 
 IMG=$W/base.img
-echo "vm: disk image"
+echo "vm: disk image ($PLATFORM)"
 rm -f "$IMG"; truncate -s 3G "$IMG"
-echo 'label: dos
+if [[ $FIRMWARE == bios ]]; then
+    echo 'label: dos
 start=2048, type=83, bootable' | sfdisk -q "$IMG"
-LOOP=$(losetup -f --show -o $((2048*512)) "$IMG")
+    ROOT_START=2048
+else
+    # GPT: a 64 MiB ESP, then the root.
+    echo 'label: gpt
+start=2048, size=131072, type=U, name=esp
+start=133120, type=L, name=root' | sfdisk -q "$IMG"
+    ROOT_START=133120
+fi
+# The root partition's own extent: on GPT the disk ends with the backup
+# table, and a file system as long as the rest of the disk would overrun it.
+ROOT_PART=$(sfdisk -l -o Start,Sectors "$IMG" | awk -v s="$ROOT_START" '$1 == s { print $2 }')
+LOOP=$(losetup -f --show -o $((ROOT_START*512)) --sizelimit $((ROOT_PART*512)) "$IMG")
 M=$W/mnt; mkdir -p "$M"
 cleanup() { umount "$M" 2>/dev/null || true; losetup -d "$LOOP" 2>/dev/null || true; }
 trap cleanup EXIT
@@ -130,13 +190,30 @@ ostree --repo="$U" commit -b debian/update -s "treeboot VM test OS, update 2" --
 ostree --repo="$U" config unset core.parent
 "$TB" --sysroot "$M" deploy --os debian --karg root=LABEL=root --karg rw \
     --karg console=ttyS0,115200 --karg systemd.show_status=1 --karg mitigations=off --karg panic=5 debian/test
-cp -r /usr/lib/grub/i386-pc "$M/boot/grub/"
 { echo 'serial --unit=0 --speed=115200'; echo 'terminal_input serial'; echo 'terminal_output serial';
   sed 's/^set timeout=3/set timeout=0/' "$ROOT/grub/grub.cfg"; } > "$M/boot/grub/grub.cfg"
-grub-mkimage -O i386-pc -o "$W/core.img" -p '(hd0,msdos1)/boot/grub' \
-    biosdisk part_msdos ext2 normal linux search search_label serial terminal configfile test echo loadenv
-dd if=/usr/lib/grub/i386-pc/boot.img of="$IMG" bs=440 count=1 conv=notrunc status=none
-dd if="$W/core.img" of="$IMG" bs=512 seek=1 conv=notrunc status=none
+GRUB_MODS="ext2 normal linux search search_label serial terminal configfile test echo loadenv"
+if [[ $FIRMWARE == bios ]]; then
+    cp -r /usr/lib/grub/i386-pc "$M/boot/grub/"
+    grub-mkimage -O i386-pc -o "$W/core.img" -p '(hd0,msdos1)/boot/grub' biosdisk part_msdos $GRUB_MODS
+    dd if=/usr/lib/grub/i386-pc/boot.img of="$IMG" bs=440 count=1 conv=notrunc status=none
+    dd if="$W/core.img" of="$IMG" bs=512 seek=1 conv=notrunc status=none
+else
+    # The image's own GRUB (2.12 on trixie), made in its root: grub-mkimage
+    # and the modules must be of one version. The ESP holds only the EFI
+    # binary; its prefix is /boot/grub on the root, where treeboot's menu is.
+    cp -r "$R/usr/lib/grub/x86_64-efi" "$M/boot/grub/"
+    chroot "$R" grub-mkimage -O x86_64-efi -o /grubx64.efi -p '(hd0,gpt2)/boot/grub' part_gpt $GRUB_MODS
+    ESP=$W/esp.img; rm -f "$ESP"
+    mkfs.vfat -C -n ESP "$ESP" $((131072 / 2)) >/dev/null
+    MTOOLS_SKIP_CHECK=1 mmd -i "$ESP" ::/EFI ::/EFI/BOOT
+    MTOOLS_SKIP_CHECK=1 mcopy -i "$ESP" "$R/grubx64.efi" ::/EFI/BOOT/BOOTX64.EFI
+    dd if="$ESP" of="$IMG" bs=512 seek=2048 conv=notrunc status=none
+    rm -f "$ESP"
+    # Each scenario boots with its own copy of the firmware's variables.
+    cp /usr/share/OVMF/OVMF_VARS_4M.fd "$W/OVMF_VARS.fd"
+fi
+echo "$PLATFORM" > "$W/platform"
 "$TB" --sysroot "$M" verify
 sync
 echo "vm: image ready: $IMG"

@@ -344,6 +344,29 @@ fn a_device_tree_directory_matches_ostree() {
     run(tb(&b).arg("verify"));
 }
 
+/// `sysroot.bootprefix=true` in the repo config (libostree since 2022.8,
+/// so the trixie reference only): the entries' kernel and initramfs paths
+/// start with `/boot`, and treeboot's GRUB menu does not double it.
+#[test]
+fn bootprefix_matches_ostree_2025() {
+    let s = Scratch::new("bootprefix");
+    let base = sysroot_with_commits(&s);
+    run(std::process::Command::new("ostree").arg(format!("--repo={}", base.join("ostree/repo").display())).args(["config", "set", "sysroot.bootprefix", "true"]));
+    let r = Reference::Trixie;
+    let (a, b) = pair(&s, &base, r);
+    run(r.admin(&a).args(["deploy", "--os=testos", "--karg=root=LABEL=root", "testos/v2"]));
+    run(r.treeboot(&b).args(["deploy", "--os", "testos", "--karg", "root=LABEL=root", "testos/v2"]));
+    compare(r, "deploy with sysroot.bootprefix", &a, &b);
+    let entry = std::fs::read_to_string(b.join("boot/loader/entries/ostree-1.conf")).unwrap();
+    assert!(entry.contains("\nlinux /boot/ostree/testos-") && entry.contains("\ninitrd /boot/ostree/testos-"), "{entry}");
+    run(tb(&b).arg("verify"));
+    // treeboot's GRUB menu, when /boot/grub exists: one /boot, not two.
+    std::fs::create_dir_all(b.join("boot/grub")).unwrap();
+    run(r.treeboot(&b).args(["deploy", "--os", "testos", "testos/v3"]));
+    let menu = std::fs::read_to_string(b.join("boot/loader/grub.cfg")).unwrap();
+    assert!(menu.contains("  linux /boot/ostree/testos-") && !menu.contains("/boot/boot/"), "{menu}");
+}
+
 /// An aboot image (Android boot, ostree#3232): installed as
 /// `aboot-$kver.img` beside the kernel and named by `aboot`/`abootcfg`, as
 /// ostree 2025.2 and later do; entries of kernels without one have neither

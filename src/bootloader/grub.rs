@@ -115,13 +115,13 @@ pub fn render(items: &[MenuItem]) -> String {
             out.push_str(&format!("  save_env {v}\n"));
         }
         if let Some(linux) = e.get("linux") {
-            out.push_str(&format!("  linux /boot{linux} {}\n", e.options().unwrap_or_default()));
+            out.push_str(&format!("  linux {} {}\n", under_boot(linux), e.options().unwrap_or_default()));
         }
         if let Some(initrd) = e.get("initrd") {
-            out.push_str(&format!("  initrd /boot{initrd}\n"));
+            out.push_str(&format!("  initrd {}\n", under_boot(initrd)));
         }
         if let Some(dt) = e.get("devicetree") {
-            out.push_str(&format!("  devicetree /boot{dt}\n"));
+            out.push_str(&format!("  devicetree {}\n", under_boot(dt)));
         }
         out.push_str("}\n");
     }
@@ -138,6 +138,13 @@ pub fn generator(root: &Dir) -> Result<Option<Renderer>> {
         .symlink_metadata_optional("boot/grub")?
         .is_some_and(|m| m.is_dir());
     Ok(uses_grub.then_some(render as Renderer))
+}
+
+/// An entry's path as GRUB finds it from the root file system or from a
+/// separate /boot (where `boot -> .` makes `/boot/...` work): entries
+/// written with `sysroot.bootprefix` already start with `/boot`.
+fn under_boot(p: &str) -> String {
+    if p.starts_with("/boot/") { p.to_string() } else { format!("/boot{p}") }
 }
 
 /// Where GRUB's `load_env`/`save_env` find the block (`$prefix/grubenv`),

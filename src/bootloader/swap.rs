@@ -203,7 +203,11 @@ pub fn entry_for(list: &[BootDeployment], index: usize, bootversion: u32, bootse
     );
     kargs.replace(&ostree_arg).expect("ostree= is a valid argument");
 
-    let bootdir = format!("/ostree/{}-{}", d.stateroot, d.bootcsum);
+    // With `sysroot.bootprefix` the paths a bootloader loads start with
+    // `/boot`, as libostree writes them (aboot's does not, in libostree
+    // either).
+    let plain_bootdir = format!("/ostree/{}-{}", d.stateroot, d.bootcsum);
+    let bootdir = if opts.bootprefix { format!("/boot{plain_bootdir}") } else { plain_bootdir.clone() };
     let mut e = BlsEntry::default();
     e.set("title", title);
     e.set("version", (n - index).to_string());
@@ -218,7 +222,7 @@ pub fn entry_for(list: &[BootDeployment], index: usize, bootversion: u32, bootse
     // Only when the image exists (libostree since 2025.3, ostree#3413; the
     // config path is the deployment's since 2025.5, ostree#3493).
     if d.files.aboot {
-        e.set("aboot", format!("{bootdir}/aboot-{}.img", d.kver));
+        e.set("aboot", format!("{plain_bootdir}/aboot-{}.img", d.kver));
         e.set(
             "abootcfg",
             format!("/ostree/deploy/{}/deploy/{}.{}/usr/lib/ostree-boot/aboot.cfg", d.stateroot, d.csum, d.serial),
@@ -598,7 +602,7 @@ mod tests {
         let on = SysrootOpts { boot_counting_tries: 3, ..Default::default() };
         let names: Vec<String> = (0..3).map(|i| entry_for(&list, i, 1, 0, on).0).collect();
         assert_eq!(names, ["ostree-3+3.conf", "ostree-2+2-1.conf", "ostree-1.conf"]);
-        let old = SysrootOpts { boot_counting_tries: 3, bootloader_naming_1: true };
+        let old = SysrootOpts { boot_counting_tries: 3, bootloader_naming_1: true, ..Default::default() };
         assert_eq!(entry_for(&list, 0, 1, 0, old).0, "ostree-3-testos+3.conf");
         assert_eq!(entry_for(&list, 0, 1, 0, SysrootOpts::default()).0, "ostree-3.conf", "off by default");
         assert_eq!(entry_for(&list, 1, 1, 0, SysrootOpts::default()).0, "ostree-2.conf", "off: counters dropped");

@@ -143,6 +143,14 @@ fn boot_version(root: &Dir, path: &Utf8Path, r: &mut Report) -> Result<Option<u3
     })
 }
 
+/// The note for an `aboot` image named in a deployment that is not there.
+fn missing_deployment_aboot(s: &Sysroot, file: &str, p: &str) -> Result<Option<String>> {
+    let present = s.root.symlink_metadata_optional(p.trim_start_matches('/'))?.is_some_and(|m| m.is_file());
+    Ok((!present).then(|| {
+        format!("{file}: aboot {p} does not exist in {} (libostree 2025.2 names one for every entry; only an aboot bootloader reads it)", s.path)
+    }))
+}
+
 /// What the bootloader and the initramfs need of each listed deployment:
 /// its kernel and initramfs in /boot, its `usr/`.
 fn check_deployments(s: &Sysroot, r: &mut Report) -> Result<()> {
@@ -158,9 +166,7 @@ fn check_deployments(s: &Sysroot, r: &mut Report) -> Result<()> {
                 // Android's aboot reads it, and a missing one stops no
                 // other bootloader.
                 Some(p) if key == "aboot" && p.starts_with("/ostree/deploy/") => {
-                    if !s.root.symlink_metadata_optional(p.trim_start_matches('/'))?.is_some_and(|m| m.is_file()) {
-                        r.notes.push(format!("{file}: aboot {p} does not exist in {path} (libostree 2025.2 names one for every entry; only an aboot bootloader reads it)"));
-                    }
+                    r.notes.extend(missing_deployment_aboot(s, &file, p)?);
                 }
                 Some(p) => {
                     let rel = format!("boot/{}", p.trim_start_matches('/'));

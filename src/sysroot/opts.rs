@@ -24,6 +24,12 @@ pub struct SysrootOpts {
     /// by default: off): a new deployment's entry gets `+TRIES` in its name
     /// (`ostree-2+3.conf`), for systemd-boot's boot counting; ostree 2025.3.
     pub boot_counting_tries: u8,
+    /// `[sysroot] bootprefix` of `ostree/repo/config` (false by default):
+    /// the entries' kernel, initramfs and device tree paths start with
+    /// `/boot` (libostree since 2022.8, after bookworm's 2022.7), for
+    /// bootloaders that read them from the root file system with `/boot` on
+    /// it, such as libostree's own `grub-mkconfig` menu.
+    pub bootprefix: bool,
 }
 
 /// Where the repository config is, relative to the sysroot.
@@ -57,6 +63,7 @@ impl SysrootOpts {
         let mut o = Self::from_env();
         if let Some(text) = root.read_to_string_optional(REPO_CONFIG)? {
             o.boot_counting_tries = boot_counting_tries(&text)?;
+            o.bootprefix = bootprefix(&text)?;
         }
         Ok(o)
     }
@@ -74,6 +81,19 @@ pub fn boot_counting_tries(config: &str) -> Result<u8> {
     }
 }
 
+/// `[sysroot] bootprefix` of a repository config, a GKeyFile boolean
+/// (`true`/`false`, `1`/`0`; absent: false), as `reload_sysroot_config`
+/// reads it; anything else is an error, as it is for libostree.
+pub fn bootprefix(config: &str) -> Result<bool> {
+    let kf = KeyFile::parse(config).map_err(|e| anyhow::anyhow!("{REPO_CONFIG}: {e}"))?;
+    let v = kf.get("sysroot", "bootprefix").map(|v| v.trim_end().to_string());
+    match v.as_deref() {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") => Ok(true),
+        Some(v) => bail!("{REPO_CONFIG}: [sysroot] bootprefix={v}: not a boolean (true or false)"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +104,16 @@ mod tests {
         assert!(SysrootOpts::parse("bootloader-naming-1").bootloader_naming_1);
         assert!(SysrootOpts::parse("no-early-prune,BOOTLOADER_NAMING_1").bootloader_naming_1);
         assert!(!SysrootOpts::parse("no-early-prune:bootloader-naming-2").bootloader_naming_1);
+    }
+
+    #[test]
+    fn bootprefix_from_the_repo_config() {
+        assert!(!bootprefix("[core]\nmode=bare\n").unwrap());
+        assert!(bootprefix("[sysroot]\nbootprefix=true\n").unwrap());
+        assert!(bootprefix("[sysroot]\nbootprefix=1\n").unwrap());
+        assert!(!bootprefix("[sysroot]\nbootprefix=false\n").unwrap());
+        let e = bootprefix("[sysroot]\nbootprefix=yes\n").unwrap_err().to_string();
+        assert!(e.contains("ostree/repo/config") && e.contains("not a boolean"), "{e}");
     }
 
     #[test]

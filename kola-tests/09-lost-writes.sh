@@ -48,6 +48,9 @@ done
 V1=$(ostree --repo=$M/ostree/repo rev-parse lw/v1)
 V2=$(ostree --repo=$M/ostree/repo rev-parse lw/v2)
 treeboot --sysroot $M deploy --karg root=LABEL=lw lw/v1 >/dev/null
+# Boot counting on from here: the deploy of v2 gives it a counted entry,
+# so its swap also creates boot/grub/grubenv before the entry goes live.
+ostree --repo=$M/ostree/repo config set sysroot.boot-counting-tries 2
 umount $M
 cp $W/data.img $W/base.img
 

@@ -49,7 +49,8 @@ lost_writes_check() {
     # kernel, then a default deployment that is gone.
     lw_control 'k=.$(grep -m1 "^  linux " boot/loader/grub.cfg | cut -d" " -f4); truncate -s 1000 "$k"' || return 1
     lw_control 'chattr -i ostree/deploy/lw/deploy/$V1.*; rm -rf ostree/deploy/lw/deploy/$V1.*' || return 1
-    echo "controls: a truncated kernel and a missing deployment are both reported"
+    lw_control 'truncate -s 512 boot/grub/grubenv' || return 1
+    echo "controls: a truncated kernel, a missing deployment and a cut grubenv are all reported"
 }
 
 lw_mark_at() { grep -m1 -E "^[0-9]+ mark 0 0 $1\$" $W/entries | cut -d' ' -f1; }
@@ -72,6 +73,14 @@ lw_check() { # K old new phase
             else
                 kcsum=$(sha256sum < "$G/boot$linux" | cut -c1-16)
                 case "$kcsum" in "$KA"|"$KB") ;; *) why="GRUB: $linux is not a whole kernel";; esac
+            fi
+            # A menu that counts tries needs the whole environment block:
+            # save_env writes only into an existing 1024-byte block.
+            if [ -z "$why" ] && grep -q save_env $G/boot/loader/grub.cfg; then
+                if [ "$(stat -c %s $G/boot/grub/grubenv 2>/dev/null)" != 1024 ] ||
+                    [ "$(head -c 24 $G/boot/grub/grubenv)" != "# GRUB Environment Block" ]; then
+                    why="GRUB: the menu counts tries but boot/grub/grubenv is missing or not a whole block"
+                fi
             fi
         else
             why="GRUB: no boot/loader/grub.cfg"

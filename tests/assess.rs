@@ -133,6 +133,14 @@ fn assess_boot_makes_the_rollback_permanent() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("whose boot assessment failed (2 failed tries"), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(dep(&again, 0)["boot_failure"].is_null(), "the new deployment starts clean");
     assert_eq!(dep(&again, 0)["boot_tries_left"], 2);
+    // Making the failed one the default again is allowed, with a word: its
+    // entry is spent, so the boot loader would pass it over.
+    let again2 = s.join("again2");
+    copy_sysroot(&root, &again2);
+    let o = tb(&again2).args(["set-default", "1"]).output().unwrap();
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("failed its boot assessment (2 tries: tries ran out") && err.contains("spent") && err.contains("`treeboot bless 0` makes it boot"), "{err}");
     // The admin blesses it: counter and record gone, its grubenv variable too.
     run(tb(&root).args(["bless", "1"]));
     let d = dep(&root, 1);

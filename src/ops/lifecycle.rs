@@ -33,6 +33,7 @@ pub fn set_default(w: &mut Writer, index: usize) -> Result<bool> {
         crate::say!("Deployment 0 is already the default");
         return Ok(false);
     }
+    warn_if_failed(&w.sysroot.deployments[index]);
     let mut order = vec![index];
     order.extend((0..w.sysroot.deployments.len()).filter(|&i| i != index));
     let list = list_in_order(w, &order)?;
@@ -46,6 +47,24 @@ pub fn set_default(w: &mut Writer, index: usize) -> Result<bool> {
     }
     commit_list(w, &list)?;
     Ok(true)
+}
+
+/// A deployment made the default whose boot assessment failed is not
+/// refused (the admin may know better), but not without a word: while its
+/// entry is spent (`+0-N`) the boot loader passes it over (GRUB's menu and
+/// systemd-boot skip spent entries), so it would not boot next.
+fn warn_if_failed(d: &crate::sysroot::Deployment) {
+    let spent = matches!(d.tries, Some((0, done)) if done > 0);
+    let why = d.boot_failure().map(|f| format!(" ({} tries: {})", f.tries, f.reason)).unwrap_or_default();
+    if spent {
+        crate::warn!(
+            "deployment {} (index {}) failed its boot assessment{why} and its boot entry is spent: the boot loader passes it over; it is the default (index 0) now, and `treeboot bless 0` makes it boot",
+            d.name(),
+            d.index
+        );
+    } else if d.boot_failure().is_some() {
+        crate::warn!("deployment {} (index {}) failed its boot assessment before{why}: making it the default again", d.name(), d.index);
+    }
 }
 
 /// The deployment `rollback` would make the default: with a booted

@@ -55,14 +55,15 @@ pub fn set_default(w: &mut Writer, index: usize) -> Result<bool> {
 /// systemd-boot skip spent entries), so it would not boot next.
 fn warn_if_failed(d: &crate::sysroot::Deployment) {
     let spent = matches!(d.tries, Some((0, done)) if done > 0);
-    let why = d.boot_failure().map(|f| format!(" ({} tries: {})", f.tries, f.reason)).unwrap_or_default();
+    let failure = d.boot_failure();
+    let why = failure.as_ref().map(|f| format!(" ({} tries: {})", f.tries, f.reason)).unwrap_or_default();
     if spent {
         crate::warn!(
             "deployment {} (index {}) failed its boot assessment{why} and its boot entry is spent: the boot loader passes it over; it is the default (index 0) now, and `treeboot bless 0` makes it boot",
             d.name(),
             d.index
         );
-    } else if d.boot_failure().is_some() {
+    } else if failure.is_some() {
         crate::warn!("deployment {} (index {}) failed its boot assessment before{why}: making it the default again", d.name(), d.index);
     }
 }

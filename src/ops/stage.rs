@@ -282,13 +282,7 @@ const OSTREE_FINALIZE_UNITS: [&str; 2] =
 /// A record that cannot be read belongs to treeboot's unit, which reports it.
 pub fn finalize_if_staged_by(sysroot: &Utf8Path, unit_of: Stager) -> Result<FinalizeOutcome> {
     let run = RunState::open_ambient()?;
-    let writer = match run.staged() {
-        Ok(None) => None,
-        Ok(Some(_)) => Some(run.stager()?.unwrap_or(Stager::Treeboot)),
-        // Damaged: treeboot's finalize reports it and forgets it.
-        Err(_) => Some(Stager::Treeboot),
-    };
-    let Some(writer) = writer else {
+    let Some(writer) = run.stager()? else {
         crate::say!("No staged deployment.");
         return Ok(FinalizeOutcome::NothingStaged);
     };

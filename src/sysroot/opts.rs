@@ -62,18 +62,26 @@ impl SysrootOpts {
     pub fn load(root: &Dir) -> Result<Self> {
         let mut o = Self::from_env();
         if let Some(text) = root.read_to_string_optional(REPO_CONFIG)? {
-            o.boot_counting_tries = boot_counting_tries(&text)?;
-            o.bootprefix = bootprefix(&text)?;
+            let kf = repo_config(&text)?;
+            o.boot_counting_tries = tries_of(&kf)?;
+            o.bootprefix = bootprefix_of(&kf)?;
         }
         Ok(o)
     }
+}
+
+fn repo_config(config: &str) -> Result<KeyFile> {
+    KeyFile::parse(config).map_err(|e| anyhow::anyhow!("{REPO_CONFIG}: {e}"))
 }
 
 /// `[sysroot] boot-counting-tries` of a repository config, as
 /// `reload_sysroot_config` reads it (`g_ascii_string_to_unsigned`, base 10,
 /// 0 to 5; absent: 0).
 pub fn boot_counting_tries(config: &str) -> Result<u8> {
-    let kf = KeyFile::parse(config).map_err(|e| anyhow::anyhow!("{REPO_CONFIG}: {e}"))?;
+    tries_of(&repo_config(config)?)
+}
+
+fn tries_of(kf: &KeyFile) -> Result<u8> {
     let Some(v) = kf.get("sysroot", "boot-counting-tries") else { return Ok(0) };
     match v.parse::<u8>() {
         Ok(n) if n <= 5 && !v.starts_with('+') => Ok(n),
@@ -82,16 +90,14 @@ pub fn boot_counting_tries(config: &str) -> Result<u8> {
 }
 
 /// `[sysroot] bootprefix` of a repository config, a GKeyFile boolean
-/// (`true`/`false`, `1`/`0`; absent: false), as `reload_sysroot_config`
-/// reads it; anything else is an error, as it is for libostree.
+/// (absent: false), as `reload_sysroot_config` reads it; anything else is
+/// an error, as it is for libostree.
 pub fn bootprefix(config: &str) -> Result<bool> {
-    let kf = KeyFile::parse(config).map_err(|e| anyhow::anyhow!("{REPO_CONFIG}: {e}"))?;
-    let v = kf.get("sysroot", "bootprefix").map(|v| v.trim_end().to_string());
-    match v.as_deref() {
-        None | Some("false") | Some("0") => Ok(false),
-        Some("true") | Some("1") => Ok(true),
-        Some(v) => bail!("{REPO_CONFIG}: [sysroot] bootprefix={v}: not a boolean (true or false)"),
-    }
+    bootprefix_of(&repo_config(config)?)
+}
+
+fn bootprefix_of(kf: &KeyFile) -> Result<bool> {
+    Ok(kf.get_bool("sysroot", "bootprefix").map_err(|e| anyhow::anyhow!("{REPO_CONFIG}: {}", e.message))?.unwrap_or(false))
 }
 
 #[cfg(test)]

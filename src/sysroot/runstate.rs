@@ -112,10 +112,15 @@ impl RunState {
         }
     }
 
-    /// Which tool wrote the staged record; None when there is none, or
-    /// when it cannot be read (finalize then reports the damage).
+    /// Which tool wrote the staged record; None when there is none. A
+    /// record that does not parse counts as treeboot's: treeboot's finalize
+    /// reports the damage and forgets it.
     pub fn stager(&self) -> Result<Option<crate::formats::runstate::Stager>> {
-        Ok(self.read(STAGED)?.and_then(|d| crate::formats::runstate::Stager::of(&d)))
+        use crate::formats::runstate::Stager;
+        Ok(self.read(STAGED)?.map(|d| match Staged::parse(&d) {
+            Ok(_) => Stager::of(&d).unwrap_or(Stager::Treeboot),
+            Err(_) => Stager::Treeboot,
+        }))
     }
 
     /// Write the staged record atomically (0644, as ostree does): the

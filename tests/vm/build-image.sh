@@ -154,10 +154,10 @@ start=2048, type=83, bootable' | sfdisk -q "$IMG"
     ROOT_START=2048
 else
     # GPT: a 64 MiB ESP, then the root.
-    echo 'label: gpt
-start=2048, size=131072, type=U, name=esp
-start=133120, type=L, name=root' | sfdisk -q "$IMG"
-    ROOT_START=133120
+    ESP_START=2048 ESP_SECTORS=131072
+    ROOT_START=$((ESP_START + ESP_SECTORS))
+    printf 'label: gpt\nstart=%s, size=%s, type=U, name=esp\nstart=%s, type=L, name=root\n' \
+        "$ESP_START" "$ESP_SECTORS" "$ROOT_START" | sfdisk -q "$IMG"
 fi
 # The root partition's own extent: on GPT the disk ends with the backup
 # table, and a file system as long as the rest of the disk would overrun it.
@@ -205,15 +205,14 @@ else
     cp -r "$R/usr/lib/grub/x86_64-efi" "$M/boot/grub/"
     chroot "$R" grub-mkimage -O x86_64-efi -o /grubx64.efi -p '(hd0,gpt2)/boot/grub' part_gpt $GRUB_MODS
     ESP=$W/esp.img; rm -f "$ESP"
-    mkfs.vfat -C -n ESP "$ESP" $((131072 / 2)) >/dev/null
+    mkfs.vfat -C -n ESP "$ESP" $((ESP_SECTORS / 2)) >/dev/null
     MTOOLS_SKIP_CHECK=1 mmd -i "$ESP" ::/EFI ::/EFI/BOOT
     MTOOLS_SKIP_CHECK=1 mcopy -i "$ESP" "$R/grubx64.efi" ::/EFI/BOOT/BOOTX64.EFI
-    dd if="$ESP" of="$IMG" bs=512 seek=2048 conv=notrunc status=none
+    dd if="$ESP" of="$IMG" bs=512 seek="$ESP_START" conv=notrunc status=none
     rm -f "$ESP"
     # Each scenario boots with its own copy of the firmware's variables.
     cp /usr/share/OVMF/OVMF_VARS_4M.fd "$W/OVMF_VARS.fd"
 fi
-echo "$PLATFORM" > "$W/platform"
 "$TB" --sysroot "$M" verify
 sync
 echo "vm: image ready: $IMG"

@@ -35,6 +35,8 @@ pub const ALL: &[&str] = &[
     "swap::sync",
     "swap::rename-loader",
     "swap::sync-boot",
+    "swap::remove-old",
+    "swap::write-bootversion",
     "swap::grubenv-prune",
     "swap::done",
     "refs::write",

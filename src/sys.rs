@@ -10,7 +10,8 @@
 //! - [`ofd_write_lock`]: rustix's `fcntl_lock` takes process-associated
 //!   locks (`F_SETLK`); `/ostree/lock` needs the open-file-description kind
 //!   (`F_OFD_SETLK`) that libostree takes.
-//! - [`fifreeze`], [`fithaw`]: rustix has no wrapper for these ioctls.
+//! - [`fifreeze`], [`fithaw`], [`fibmap`]: rustix has no wrapper for these
+//!   ioctls.
 //! - [`ThawWatchdog`]: `fork()`, which rustix offers only in its unstable
 //!   `runtime` API, and the async-signal-safe calls its child makes.
 #![allow(unsafe_code)]
@@ -79,6 +80,18 @@ pub fn fithaw(fd: BorrowedFd<'_>) -> Result<(), Errno> {
     // SAFETY: as for FIFREEZE.
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), FITHAW as _, 0) };
     if r == 0 { Ok(()) } else { Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO)) }
+}
+
+const FIBMAP: u32 = 1;
+
+/// FIBMAP: the physical block holding logical block `block` of the file
+/// behind `fd` (0: a hole, or an empty file). Needs CAP_SYS_RAWIO.
+pub fn fibmap(fd: BorrowedFd<'_>, block: u32) -> Result<u32, Errno> {
+    let mut b: libc::c_int = block as libc::c_int;
+    // SAFETY: FIBMAP reads and writes one int, which lives on our stack
+    // until the call returns; `fd` is valid for the duration of the call.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), FIBMAP as _, &mut b as *mut libc::c_int) };
+    if r == 0 { Ok(b as u32) } else { Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO)) }
 }
 
 /// A child process that thaws a file system unless told, in time, that

@@ -58,6 +58,33 @@
 //! sub-boot version, a sync before the rename and an fsync of `ostree/` after.
 //!
 //! Removal of the old list is left to cleanup, after the commit point.
+//!
+//! Directory swap (`/boot` on FAT, for systemd-boot: no symlinks there;
+//! [`crate::bootloader::fat`], docs/fat-boot.md). The live list is the
+//! directory `boot/loader/`, its boot version in `loader/ostree-bootversion`:
+//!
+//! 1. `remove-stale`: `boot/loader.new`, a list a cut left half built or an
+//!    old list not yet removed, is removed, unless it is a second name of
+//!    `boot/loader` (a cut exchange): then it is moved aside, never removed.
+//! 2. `write-entries`: `boot/loader.new/entries/ostree-K.conf`, written in
+//!    place (no temporary name: a rename on FAT can leave two names on one
+//!    file, and nothing reads `loader.new` before step 7); what else the live
+//!    `loader/` holds (`loader.conf`, `random-seed`, other systems' entries)
+//!    is copied; `ostree-bootversion` last.
+//! 3. to 5. as above: the links of `ostree/boot.(1-N)` (on the root
+//!    file system), and `loader.new/grub.cfg` for GRUB.
+//! 6. `sync`: syncfs of the sysroot and of `/boot`, for the same reason as
+//!    above: all the new list names is on disk before it goes live.
+//! 7. `exchange`: `renameat2(loader.new, loader, RENAME_EXCHANGE)` (FAT
+//!    since Linux 6.0): the commit point. It rewrites the two names'
+//!    directory entries; each is one 32-byte record within a sector, so
+//!    whichever of the two writes a cut keeps, `loader` names a whole list,
+//!    the old or the new one (and, if only one was written, `loader.new`
+//!    names the same directory: step 1 of the next swap sees it).
+//! 8. `sync-boot`: fsync `/boot` and syncfs it: the switch is durable.
+//! 9. `remove-old`: `loader.new`, now the old list, is removed (with
+//!    the same check as step 1); a cut leaves it for the next swap.
+//! 10. `grubenv-prune`, as above.
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
@@ -68,6 +95,7 @@ use cap_std_ext::dirext::CapStdExtDirExt;
 use fn_error_context::context;
 use rustix::fs::{Mode, OFlags};
 
+use crate::bootloader::fat::{self, LoaderLayout};
 use crate::bootloader::grub;
 use crate::bootloader::kernel::BootFiles;
 use crate::failpoint;
@@ -386,7 +414,11 @@ pub fn write_deployments(
     let separate_boot = rustix::fs::fstat(root.as_fd()).context("stat of the sysroot")?.st_dev
         != rustix::fs::fstat(boot.as_fd()).context("stat of /boot")?.st_dev;
     let serials = bootserials(list);
-    let has_loader = boot.symlink_metadata_optional("loader")?.is_some();
+    let layout = LoaderLayout::detect(&boot)?;
+    let has_loader = match layout {
+        LoaderLayout::Symlink => boot.symlink_metadata_optional("loader")?.is_some(),
+        LoaderLayout::Directory => fat::read_bootversion(&boot, "loader")?.is_some(),
+    };
 
     if has_loader && only_links_change(current, list, opts) {
         let new_sub = 1 - subbootversion;
@@ -406,6 +438,9 @@ pub fn write_deployments(
     }
 
     let new_bv = if has_loader { 1 - bootversion } else { 1 };
+    if layout == LoaderLayout::Directory {
+        return write_list_directory(root, &ostree, &boot, new_bv, list, &serials, grub_cfg, opts);
+    }
     // 1. remove-stale
     failpoint::hit("swap::remove-stale");
     let loader_dir = format!("loader.{new_bv}");
@@ -418,11 +453,7 @@ pub fn write_deployments(
         boot.symlink(".", "boot").context("Creating /boot/boot -> .")?;
     }
     // The sub-boot version alternates per boot version, as in libostree.
-    let stale_sub = match ostree.read_link_contents(format!("boot.{new_bv}")) {
-        Ok(t) if t.to_string_lossy() == format!("boot.{new_bv}.1") => 1,
-        _ => 0,
-    };
-    let new_sub = 1 - stale_sub;
+    let new_sub = next_subbootversion(&ostree, new_bv);
 
     // 2. write-entries
     failpoint::hit("swap::write-entries");
@@ -523,6 +554,161 @@ pub fn write_deployments(
         subbootversion: new_sub,
         full: true,
     })
+}
+
+/// The sub-boot version the links of boot version `bv` get next: the one
+/// `ostree/boot.bv` does not point at (libostree alternates them too).
+fn next_subbootversion(ostree: &Dir, bv: u32) -> u32 {
+    match ostree.read_link_contents(format!("boot.{bv}")) {
+        Ok(t) if t.to_string_lossy() == format!("boot.{bv}.1") => 0,
+        _ => 1,
+    }
+}
+
+/// The directory swap (`/boot` on FAT): see the module documentation for
+/// the order and why.
+#[allow(clippy::too_many_arguments)]
+fn write_list_directory(
+    root: &Dir,
+    ostree: &Dir,
+    boot: &Dir,
+    new_bv: u32,
+    list: &[BootDeployment],
+    serials: &[u32],
+    grub_cfg: Option<crate::bootloader::grub::Renderer>,
+    opts: SysrootOpts,
+) -> Result<SwapResult> {
+    let build = fat::BUILD_DIR;
+    // 1. remove-stale
+    failpoint::hit("swap::remove-stale");
+    fat::remove_dir(boot, build, &format!("/boot/{build}"))?;
+    let new_sub = next_subbootversion(ostree, new_bv);
+
+    // 2. write-entries, in place (see above), then what else `loader/` has.
+    failpoint::hit("swap::write-entries");
+    boot.create_dir(build).with_context(|| format!("Creating /boot/{build}"))?;
+    let built = fsutil::open_subdir(boot, "/boot", build)?;
+    built.create_dir("entries").with_context(|| format!("Creating /boot/{build}/entries"))?;
+    let entries = fsutil::open_subdir(&built, &format!("/boot/{build}"), "entries")?;
+    let mut written = Vec::new();
+    for (i, serial) in serials.iter().enumerate() {
+        let (fname, e) = entry_for(list, i, new_bv, *serial, opts);
+        write_in_place(&entries, &fname, e.serialize().as_bytes(), &format!("/boot/{build}/entries/{fname}"))?;
+        failpoint::hit("swap::after-entry");
+        written.push((fname, e));
+    }
+    if boot.symlink_metadata_optional("loader")?.is_some_and(|m| m.is_dir()) {
+        let live = fsutil::open_subdir(boot, "/boot", "loader")?;
+        carry_over(&live, &built, "/boot/loader", true)?;
+    }
+
+    // 3. write-bootlinks, 4. swap-bootlinks (the root file system).
+    failpoint::hit("swap::write-bootlinks");
+    write_bootlinks(ostree, new_bv, new_sub, list, serials)?;
+    failpoint::hit("swap::swap-bootlinks");
+    replace_symlink(ostree, &format!("boot.{new_bv}"), &format!("boot.{new_bv}.{new_sub}"))?;
+
+    // 5. write-grub
+    let menu: Vec<grub::MenuItem> = written
+        .iter()
+        .zip(list)
+        .map(|((file, entry), d)| grub::MenuItem { file, entry, csum: &d.csum, serial: d.serial })
+        .collect();
+    if let Some(gen) = grub_cfg {
+        failpoint::hit("swap::write-grub");
+        write_in_place(&built, "grub.cfg", gen(&menu).as_bytes(), &format!("/boot/{build}/grub.cfg"))?;
+        if menu.iter().any(|m| m.file.contains('+')) {
+            failpoint::hit("swap::grubenv-create");
+            grub::ensure_env(boot)?;
+        }
+    }
+    // Last: a list without it is not one (step 1 removes it).
+    failpoint::hit("swap::write-bootversion");
+    write_in_place(&built, fat::BOOTVERSION_FILE, format!("{new_bv}\n").as_bytes(), &format!("/boot/{build}/{}", fat::BOOTVERSION_FILE))?;
+
+    // 6. sync: everything the new list names is on disk before it is live.
+    failpoint::hit("swap::sync");
+    syncfs(root, "the sysroot")?;
+    syncfs(boot, "/boot")?;
+    freeze_thaw(boot, "/boot")?;
+
+    // 7. exchange: the commit point.
+    failpoint::hit("swap::rename-loader");
+    let flags = if boot.symlink_metadata_optional("loader")?.is_some() {
+        rustix::fs::RenameFlags::EXCHANGE
+    } else {
+        rustix::fs::RenameFlags::NOREPLACE
+    };
+    rustix::fs::renameat_with(boot, build, boot, "loader", flags)
+        .map_err(|e| anyhow!(e).context(format!("Exchanging /boot/{build} and /boot/loader (renameat2 RENAME_EXCHANGE needs Linux 6.0 on FAT)")))?;
+
+    // 8. sync-boot
+    failpoint::hit("swap::sync-boot");
+    sync_dir(boot, "/boot")?;
+    syncfs(boot, "/boot")?;
+    freeze_thaw(boot, "/boot")?;
+
+    // 9. remove-old: the old list, unless the exchange was cut (then the
+    // same check keeps it; the switch above was durable, so it is not).
+    failpoint::hit("swap::remove-old");
+    fat::remove_dir(boot, build, &format!("/boot/{build} (the old list)"))?;
+
+    // 10. grubenv-prune
+    if grub_cfg.is_some() {
+        failpoint::hit("swap::grubenv-prune");
+        let live: Vec<String> = menu
+            .iter()
+            .filter(|m| m.file.contains('+'))
+            .map(|m| grub::tries_var(m.csum, m.serial))
+            .collect();
+        if grub::prune_env(boot, &live)? {
+            syncfs(boot, "/boot")?;
+        }
+    }
+    failpoint::hit("swap::done");
+    Ok(SwapResult {
+        bootversion: new_bv,
+        subbootversion: new_sub,
+        full: true,
+    })
+}
+
+/// Create `dir/name` with `data` (it must not exist), written and
+/// fdatasync'ed; for a directory no reader looks at yet.
+fn write_in_place(dir: &Dir, name: &str, data: &[u8], shown: &str) -> Result<()> {
+    use std::io::Write;
+    let mut f = dir
+        .open_with(name, cap_std_ext::cap_std::fs::OpenOptions::new().write(true).create_new(true))
+        .map_err(|err| enospc(err, shown))?;
+    f.write_all(data).map_err(|err| enospc(err, shown))?;
+    f.sync_data().with_context(|| format!("Syncing {shown}"))?;
+    Ok(())
+}
+
+/// Copy what the live list directory holds besides treeboot's own files
+/// (`loader.conf`, `random-seed`, `keys/`, other systems' entries) into
+/// the new one, so a swap keeps them.
+fn carry_over(live: &Dir, new: &Dir, shown: &str, top: bool) -> Result<()> {
+    for n in fsutil::read_names(live)? {
+        let Some(n) = n.to_str() else { continue };
+        let ours = if top {
+            n == fat::BOOTVERSION_FILE || n == "grub.cfg" || n.starts_with(".treeboot-probe-")
+        } else {
+            crate::formats::bls::entry_file_is_ostree(n)
+        };
+        if ours {
+            continue;
+        }
+        let m = live.symlink_metadata(n)?;
+        if m.is_dir() {
+            new.ensure_dir_with(n, &cap_std_ext::cap_std::fs::DirBuilder::new()).with_context(|| format!("Creating {n} in the new list"))?;
+            carry_over(&live.open_dir(n)?, &new.open_dir(n)?, &format!("{shown}/{n}"), false)?;
+        } else if m.is_file() {
+            let data = live.read(n).with_context(|| format!("Reading {shown}/{n}"))?;
+            write_in_place(new, n, &data, &format!("{shown}/{n} (copied into the new list)"))?;
+        }
+    }
+    Ok(())
 }
 
 fn enospc(err: std::io::Error, path: &str) -> anyhow::Error {

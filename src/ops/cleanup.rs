@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::deploy::{backing_path, set_immutable};
 use super::Writer;
+use crate::bootloader::fat::{self, LoaderLayout, Removal};
 use crate::failpoint;
 use crate::formats::names::parse_deploy_name;
 use crate::fsutil;
@@ -102,9 +103,15 @@ fn remove_boot_leftovers(s: &Sysroot, has_loader: bool, stats: &mut CleanupStats
     let boot = fsutil::open_subdir(&s.root, s.path.as_str(), "boot")?;
     let ostree = fsutil::open_subdir(&s.root, s.path.as_str(), "ostree")?;
     failpoint::hit("cleanup::boot-versions");
+    if s.layout == LoaderLayout::Directory {
+        // An interrupted swap's list (built, or the old one not yet gone).
+        if fat::remove_dir(&boot, fat::BUILD_DIR, &format!("/boot/{}", fat::BUILD_DIR))? == Removal::Removed {
+            stats.boot_dirs_removed.push(format!("boot/{}", fat::BUILD_DIR));
+        }
+    }
     if has_loader {
         let name = format!("loader.{other}");
-        if boot.symlink_metadata_optional(&name)?.is_some() {
+        if s.layout == LoaderLayout::Symlink && boot.symlink_metadata_optional(&name)?.is_some() {
             fsutil::remove_all_at(&boot, name.as_ref()).with_context(|| format!("Removing /boot/{name}"))?;
             stats.boot_dirs_removed.push(format!("boot/{name}"));
         }
@@ -193,14 +200,23 @@ fn remove_unreferenced_deployments(s: &Sysroot, keep: &KeepSet, stats: &mut Clea
 #[context("Removing unused kernels")]
 fn remove_unused_kernels(s: &Sysroot, keep: &KeepSet, stats: &mut CleanupStats) -> Result<()> {
     let Some(bo) = s.root.open_dir_optional("boot/ostree")? else { return Ok(()) };
+    // On FAT a cut rename of `.tmp-X` to `X` can leave both names on one
+    // directory: fat::remove_dir keeps such a name instead.
+    let on_fat = fat::is_fat(&bo)?;
     for n in fsutil::read_names(&bo)? {
         let Some(n) = n.to_str() else { continue };
         let is_kernel_dir = n.starts_with(".tmp-") || n.rsplit_once('-').is_some_and(|(_, c)| c.len() == 64);
-        if !is_kernel_dir || keep.kernels.contains(n) {
+        if !is_kernel_dir || n.starts_with(fat::LOST_PREFIX) || keep.kernels.contains(n) {
             continue;
         }
         failpoint::hit("cleanup::kernel");
-        fsutil::remove_all_at(&bo, n.as_ref()).with_context(|| format!("Removing /boot/ostree/{n}"))?;
+        if on_fat {
+            if fat::remove_dir(&bo, n, &format!("/boot/ostree/{n}"))? != Removal::Removed {
+                continue;
+            }
+        } else {
+            fsutil::remove_all_at(&bo, n.as_ref()).with_context(|| format!("Removing /boot/ostree/{n}"))?;
+        }
         stats.kernel_dirs_removed.push(n.to_string());
     }
     Ok(())

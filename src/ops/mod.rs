@@ -180,7 +180,7 @@ pub fn commit_list(w: &mut Writer, list: &[BootDeployment]) -> Result<SwapResult
     )?;
     crate::detail!(
         "Boot configuration: {} (ostree/boot.{}.{}), {} deployment(s) listed",
-        if r.full { format!("new entries in boot/loader.{}, swapped in", r.bootversion) } else { "same entries, new deployment links".into() },
+        if r.full { format!("new entries in {}, swapped in", w.sysroot.loader_rel_for(r.bootversion)) } else { "same entries, new deployment links".into() },
         r.bootversion,
         r.subbootversion,
         list.len()

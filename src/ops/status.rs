@@ -89,8 +89,12 @@ pub enum AssessState {
 pub struct Status {
     /// The sysroot path given with --sysroot.
     pub sysroot: String,
-    /// N of boot/loader -> loader.N.
+    /// N of boot/loader -> loader.N (on a FAT /boot, of
+    /// boot/loader/ostree-bootversion).
     pub bootversion: u32,
+    /// The live list's directory: `boot/loader.N`, or `boot/loader` on a
+    /// FAT /boot (docs/fat-boot.md).
+    pub loader_dir: String,
     /// M of ostree/boot.N -> boot.N.M.
     pub subbootversion: u32,
     /// In boot order: the staged deployment (if any) first, then the default.
@@ -184,7 +188,7 @@ pub fn status(sysroot: &Sysroot) -> Result<Status> {
             subject: commit.as_ref().and_then(|c| c.subject.clone()),
             timestamp: commit.as_ref().map(|c| c.timestamp),
             kernel: kernel_version(sysroot, d),
-            entry_path: d.entry_file.as_ref().map(|f| format!("boot/loader.{}/entries/{f}", sysroot.bootversion)),
+            entry_path: d.entry_file.as_ref().map(|f| format!("{}/entries/{f}", sysroot.loader_rel())),
             boot_tries_left: tries.map(|t| t.0),
             boot_tries_done: tries.map(|t| t.1),
             boot_assessment,
@@ -199,6 +203,7 @@ pub fn status(sysroot: &Sysroot) -> Result<Status> {
     Ok(Status {
         sysroot: sysroot.path.to_string(),
         bootversion: sysroot.bootversion,
+        loader_dir: sysroot.loader_rel(),
         subbootversion: sysroot.subbootversion,
         deployments: out,
         staged_locked,

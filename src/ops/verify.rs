@@ -21,6 +21,7 @@ use cap_std_ext::cap_std::{self, fs::Dir};
 use cap_std_ext::dirext::CapStdExtDirExt;
 use serde::Serialize;
 
+use crate::bootloader::fat::{self, LoaderLayout};
 use crate::formats::names::parse_deploy_name;
 use crate::fsutil;
 use crate::sysroot::{RunState, Sysroot};
@@ -105,18 +106,18 @@ fn links(root: &Dir, path: &Utf8Path, r: &mut Report) -> Result<Option<Option<u3
 
 /// The model's problems, then what booting needs beyond it.
 fn beyond_the_model(s: &Sysroot, sub: Option<u32>, mut r: Report) -> Result<Report> {
-    let (path, bv) = (&s.path, s.bootversion);
+    let (path, loader) = (&s.path, s.loader_rel());
     r.errors.extend(s.problems.iter().cloned());
     check_deployments(s, &mut r)?;
     if s.deployments.is_empty() && r.errors.is_empty() {
-        r.errors.push(format!("{path}/boot/loader.{bv}/entries: no entries: nothing to boot"));
+        r.errors.push(format!("{path}/{loader}/entries: no entries: nothing to boot"));
     }
     r.default = s.deployments.first().and_then(|d| d.entry_file.clone());
     r.deployments = s.deployments.len();
     if s.root.symlink_metadata_optional("boot/grub")?.is_some_and(|m| m.is_dir())
-        && s.root.symlink_metadata_optional(format!("boot/loader.{bv}/grub.cfg"))?.is_none()
+        && s.root.symlink_metadata_optional(format!("{loader}/grub.cfg"))?.is_none()
     {
-        r.errors.push(format!("{path}/boot/loader.{bv}/grub.cfg: missing, but /boot/grub exists (GRUB would show no menu)"));
+        r.errors.push(format!("{path}/{loader}/grub.cfg: missing, but /boot/grub exists (GRUB would show no menu)"));
     }
     leftovers(s, sub, &mut r)?;
     Ok(r)
@@ -128,6 +129,23 @@ fn boot_version(root: &Dir, path: &Utf8Path, r: &mut Report) -> Result<Option<u3
     if root.symlink_metadata_optional("boot")?.is_none() {
         r.errors.push(format!("{path}/boot: does not exist (is /boot mounted?)"));
         return Ok(None);
+    }
+    let boot = fsutil::open_subdir(root, path.as_str(), "boot")?;
+    if LoaderLayout::detect(&boot)? == LoaderLayout::Directory {
+        return Ok(match fat::read_bootversion(&boot, "loader") {
+            Ok(Some(bv)) => Some(bv),
+            Ok(None) => {
+                r.errors.push(format!(
+                    "{path}/boot/loader/{}: missing: no deployment list was written to this FAT /boot, nothing to boot",
+                    fat::BOOTVERSION_FILE
+                ));
+                None
+            }
+            Err(e) => {
+                r.errors.push(format!("{path}: {e:#}"));
+                None
+            }
+        });
     }
     Ok(match link_target(root, "boot/loader").as_deref() {
         Some("loader.0") => Some(0),
@@ -156,7 +174,7 @@ fn missing_deployment_aboot(s: &Sysroot, file: &str, p: &str) -> Result<Option<S
 fn check_deployments(s: &Sysroot, r: &mut Report) -> Result<()> {
     let path = &s.path;
     for d in &s.deployments {
-        let file = format!("{path}/boot/loader.{}/entries/{}", s.bootversion, d.entry_file.as_deref().unwrap_or("?"));
+        let file = format!("{path}/{}/entries/{}", s.loader_rel(), d.entry_file.as_deref().unwrap_or("?"));
         let entry = d.entry.as_ref().expect("listed deployments have an entry");
         // Files in /boot the bootloader loads (fdtdir: a directory).
         for key in ["linux", "initrd", "devicetree", "aboot", "fdtdir"] {
@@ -202,9 +220,27 @@ fn check_deployments(s: &Sysroot, r: &mut Report) -> Result<()> {
 /// the staged deployment.
 fn leftovers(s: &Sysroot, sub: Option<u32>, r: &mut Report) -> Result<()> {
     let (root, path, bv) = (&s.root, &s.path, s.bootversion);
-    for (dir, name) in [("boot", "loader.tmp".to_string()), ("boot", crate::bootloader::swap::LOADER_PREV.to_string()), ("boot", format!("loader.{}", 1 - bv)), ("ostree", format!("boot.{}", 1 - bv))] {
+    let boot_names = match s.layout {
+        LoaderLayout::Symlink => vec!["loader.tmp".to_string(), crate::bootloader::swap::LOADER_PREV.to_string(), format!("loader.{}", 1 - bv)],
+        LoaderLayout::Directory => vec![fat::BUILD_DIR.to_string()],
+    };
+    let names = boot_names.into_iter().map(|n| ("boot", n)).chain([("ostree", format!("boot.{}", 1 - bv))]);
+    for (dir, name) in names {
         if root.symlink_metadata_optional(format!("{dir}/{name}"))?.is_some() {
             r.notes.push(format!("{path}/{dir}/{name}: left by an interrupted run; harmless, removed by cleanup"));
+        }
+    }
+    // FAT: second names of directories in use, which treeboot never
+    // removes (that would free the clusters the other name still uses).
+    for dir in ["boot", "boot/ostree"] {
+        let Some(d) = root.open_dir_optional(dir)? else { continue };
+        for n in fsutil::read_names(&d)? {
+            let n = n.to_string_lossy();
+            if n.starts_with(fat::LOST_PREFIX) {
+                r.notes.push(format!(
+                    "{path}/{dir}/{n}: moved aside by treeboot as a second name of a directory in use (a power cut during a rename on FAT); `fsck.fat -a` on /boot's device repairs it"
+                ));
+            }
         }
     }
     if let Some(o) = root.open_dir_optional("ostree")? {

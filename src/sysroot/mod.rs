@@ -18,6 +18,7 @@ use cap_std_ext::dirext::CapStdExtDirExt;
 use fn_error_context::context;
 use cap_std_ext::cap_std::fs::MetadataExt;
 
+use crate::bootloader::fat::LoaderLayout;
 use crate::formats::bls::{entry_file_is_ostree, BlsEntry};
 use crate::formats::kargs::Kargs;
 use crate::formats::keyfile::KeyFile;
@@ -140,6 +141,9 @@ pub struct Sysroot {
     pub run: RunState,
     pub bootversion: u32,
     pub subbootversion: u32,
+    /// `boot/loader -> loader.N`, or the directory `boot/loader/` of a
+    /// FAT `/boot`.
+    pub layout: crate::bootloader::fat::LoaderLayout,
     /// The bootable deployments (those with an entry), default first.
     pub deployments: Vec<Deployment>,
     /// The staged deployment, when this sysroot is the booted one and
@@ -211,7 +215,13 @@ impl Sysroot {
     /// read was being replaced, and we read again.
     #[context("Loading sysroot {path}")]
     pub fn load_at(root: Dir, path: &Utf8Path, run: RunState) -> Result<Self> {
-        let loader = |root: &Dir| root.read_link_contents("boot/loader").ok();
+        // (On FAT the list's boot version is in a file.)
+        let loader = |root: &Dir| {
+            root.read_link_contents("boot/loader")
+                .map(|t| t.to_string_lossy().to_string())
+                .ok()
+                .or_else(|| root.read_to_string(format!("boot/loader/{}", crate::bootloader::fat::BOOTVERSION_FILE)).ok())
+        };
         let mut tries = 0;
         loop {
             let before = loader(&root);
@@ -244,7 +254,16 @@ impl Sysroot {
         if root.symlink_metadata_optional("boot")?.is_none() {
             bail!("{path}/boot does not exist (is /boot mounted?)");
         }
-        let bootversion = read_version_link(&root, "boot/loader", "loader.", &format!("{path}/boot/loader"))?;
+        let layout = match root.open_dir_optional("boot")? {
+            Some(boot) => LoaderLayout::detect(&boot)?,
+            None => LoaderLayout::Symlink,
+        };
+        let bootversion = match layout {
+            LoaderLayout::Symlink => read_version_link(&root, "boot/loader", "loader.", &format!("{path}/boot/loader"))?,
+            LoaderLayout::Directory => crate::bootloader::fat::read_bootversion(&root.open_dir("boot")?, "loader")
+                .with_context(|| format!("Reading {path}/boot/loader"))?
+                .unwrap_or(0),
+        };
         let subbootversion = read_version_link(
             &root,
             &format!("ostree/boot.{bootversion}"),
@@ -257,6 +276,7 @@ impl Sysroot {
             run,
             bootversion,
             subbootversion,
+            layout,
             deployments: Vec::new(),
             staged: None,
             staged_record: None,
@@ -281,8 +301,24 @@ impl Sysroot {
         Ok(sysroot)
     }
 
+    /// Whether a deployment list was ever written (on FAT, `boot/loader/`
+    /// may be systemd-boot's own, without one).
     pub fn has_loader(&self) -> Result<bool> {
-        Ok(self.root.symlink_metadata_optional("boot/loader")?.is_some())
+        Ok(match self.layout {
+            LoaderLayout::Symlink => self.root.symlink_metadata_optional("boot/loader")?.is_some(),
+            LoaderLayout::Directory => self.root.symlink_metadata_optional(format!("boot/loader/{}", crate::bootloader::fat::BOOTVERSION_FILE))?.is_some(),
+        })
+    }
+
+    /// Where a list of boot version `bv` is, relative to the sysroot.
+    pub fn loader_rel_for(&self, bv: u32) -> String {
+        format!("boot/{}", self.layout.loader_dir(bv))
+    }
+
+    /// The live list's directory, relative to the sysroot:
+    /// `boot/loader.N`, or `boot/loader` on FAT.
+    pub fn loader_rel(&self) -> String {
+        format!("boot/{}", self.layout.loader_dir(self.bootversion))
     }
 
     /// The bootable deployments from the live entries, default first, and
@@ -295,8 +331,7 @@ impl Sysroot {
         if !self.has_loader()? {
             return Ok((Vec::new(), problems));
         }
-        let bv = self.bootversion;
-        let entries_rel = format!("boot/loader.{bv}/entries");
+        let entries_rel = format!("{}/entries", self.loader_rel());
         let Some(entries) = self.root.open_dir_optional(&entries_rel)? else {
             bail!("{}/{entries_rel} does not exist, but boot/loader points to it", self.path);
         };
@@ -366,7 +401,7 @@ impl Sysroot {
             .to_string();
         let karg = parse_ostree_karg(&ostree_arg).map_err(|e| anyhow!("{file}: {e}"))?;
         if karg.bootversion != bv {
-            bail!("{file}: ostree={ostree_arg} names boot.{} but the entry is in loader.{bv}", karg.bootversion);
+            bail!("{file}: ostree={ostree_arg} names boot.{} but the entry is in a list of boot version {bv}", karg.bootversion);
         }
         let version: u64 = entry
             .get("version")

@@ -2,7 +2,8 @@
 ## kola:
 ##   timeoutMin: 10
 ##   tags: "platform-independent"
-##   description: Booted through GRUB and treeboot's prepare-root; /usr read-only,
+##   description: Booted through the platform's boot loader (GRUB, or
+##     systemd-boot from a FAT /boot) and treeboot's prepare-root; /usr read-only,
 ##     /etc writable, /var is the stateroot's and survives a reboot; treeboot
 ##     status and Debian's ostree admin status agree on the booted deployment.
 set -xeuo pipefail
@@ -18,7 +19,17 @@ case "${AUTOPKGTEST_REBOOT_MARK:-}" in
     findmnt /sysroot
     echo persist > /var/kola-persist
     treeboot status --json | tr -d ' \n' | grep -q '"booted":true' || fatal "treeboot status names no booted deployment"
-    ostree admin status | grep '^\* debian' | grep -q "$(booted_csum)" || fatal "ostree admin status disagrees"
+    if boot_is_fat; then
+        # systemd-boot booted treeboot's default entry from the FAT /boot,
+        # where the list is a directory; libostree cannot read that layout.
+        loader_var LoaderInfo | grep -q '^systemd-boot' || fatal "not booted by systemd-boot: $(loader_var LoaderInfo)"
+        entry=$(booted_object | grep -o '"entry_path":"[^"]*"' | cut -d'"' -f4)
+        test "$(loader_var LoaderEntrySelected)" = "${entry##*/}" || fatal "systemd-boot booted $(loader_var LoaderEntrySelected), treeboot lists ${entry##*/}"
+        test -d /boot/loader/entries && ! test -L /boot/loader || fatal "/boot/loader is not a directory"
+        if ostree admin status >/tmp/ostree-status 2>&1; then fatal "ostree admin status read a FAT list: $(cat /tmp/ostree-status)"; fi
+    else
+        ostree admin status | grep '^\* debian' | grep -q "$(booted_csum)" || fatal "ostree admin status disagrees"
+    fi
     # What a person reads: the booted marker and word, the running kernel.
     treeboot status | tee /tmp/status
     grep -q "^\* 0 debian $(booted_csum)\.0 (booted, default)" /tmp/status || fatal "status does not mark the booted deployment"

@@ -12,6 +12,7 @@
 ##     (journal replayed), to a deployment of the same bootcsum;
 ##     treeboot verify passes and Debian's ostree admin status reads it.
 # treeboot-vm: export-disk=256M
+# treeboot-vm: platforms=bookworm-bios-grub,trixie-uefi-grub (ext4 /boot read by GRUB; the FAT one is 14-fat-lost-writes)
 set -euo pipefail
 trap 'echo "FAIL: line $LINENO: $BASH_COMMAND"' ERR
 . /run/kola/tests/lib.sh

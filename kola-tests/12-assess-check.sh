@@ -5,6 +5,7 @@
 ##   description: boot assessment on GRUB: an update whose required health check fails reboots into the old deployment after its tries; power cuts while making the rollback permanent and while blessing leave a machine that boots the old or the new deployment.
 # treeboot-vm: reboots=auto
 # The guest reboots on its own here: the failing check reboots each try.
+# treeboot-vm: platforms=bookworm-bios-grub,trixie-uefi-grub (GRUB counts in grubenv; systemd-boot counting: issue 13)
 set -xeuo pipefail
 . /run/kola/tests/lib.sh
 ROLLED_BACK=c3b7e1f5a1d84c4f9c2f0d1e6a7b8c05

@@ -30,3 +30,9 @@ booted_blessed_default() { # version
     test "$(default_version)" = "$1" || fatal "the default is $(default_version), not $1"
     test "$(dep_object "$1" | field boot_assessment)" = blessed || fatal "$1 is not blessed: $(dep_object "$1")"
 }
+# /boot is FAT (the trixie-uefi-sdboot platform): the deployment list is
+# the directory /boot/loader/, which systemd-boot reads and libostree cannot.
+boot_is_fat() { [ "$(findmnt -no FSTYPE /boot)" = vfat ]; }
+# A string variable of the boot loader (systemd's boot loader interface):
+# UTF-16 after the 4 bytes of attributes.
+loader_var() { tail -c +5 "/sys/firmware/efi/efivars/$1-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f" 2>/dev/null | tr -d '\0'; }

@@ -13,6 +13,16 @@
 //!   ([`same_dir`]) and no two files in it share their first cluster
 //!   ([`shared_files`]); otherwise it is moved aside to a `.lost-` name
 //!   (a rename frees nothing) and left for `fsck.fat`.
+//! - FAT writes its table (the cluster chains) and its directories in no
+//!   fixed order, so a cut while a directory or file is being made can
+//!   leave a name whose chain runs into a free cluster: Linux then fails to
+//!   open the directory (EIO) and would fail the fs on deleting such a file
+//!   ("deleting FAT entry beyond EOF", and vfat remounts read-only). Nothing
+//!   live is ever in that state (all is synced before the commit point), but
+//!   a leftover can be: [`remove_dir`] leaves a directory it cannot read and
+//!   one holding a file whose chain is broken ([`broken_file`], every block
+//!   mapped with FIBMAP) where it is, and the swap then builds under the
+//!   next of [`build_names`].
 //! - the boot version of a list (which `ostree/boot.N` its entries name) is
 //!   in a file, `loader/ostree-bootversion`, not in a symlink's target.
 
@@ -32,8 +42,42 @@ const MSDOS_SUPER_MAGIC: i64 = 0x4d44;
 /// The file of a list directory that says its boot version.
 pub const BOOTVERSION_FILE: &str = "ostree-bootversion";
 
-/// Where the next list is built, and where the old one is after the swap.
+/// Where the next list is built, and where the old one is after the swap:
+/// the first of these names that is free (see [`build_dir`]).
 pub const BUILD_DIR: &str = "loader.new";
+
+/// The names a list may be built under: `loader.new`, then `loader.new.1`
+/// to `loader.new.9` when an earlier one is a leftover Linux cannot read.
+pub fn build_names() -> impl Iterator<Item = String> {
+    std::iter::once(BUILD_DIR.to_string()).chain((1..10).map(|k| format!("{BUILD_DIR}.{k}")))
+}
+
+/// Whether `name` (in `/boot`) is one of [`build_names`].
+pub fn is_build_name(name: &str) -> bool {
+    name == BUILD_DIR || name.strip_prefix(BUILD_DIR).and_then(|r| r.strip_prefix('.')).is_some_and(|k| k.len() == 1 && k.as_bytes()[0].is_ascii_digit() && k != "0")
+}
+
+/// Whether `e` comes from an I/O error of the device or of FAT's cluster
+/// chains (EIO): what a leftover of a cut write can give.
+pub fn is_eio(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.raw_os_error() == Some(libc::EIO)))
+}
+
+/// A free name to build the next list under, after removing what an
+/// interrupted swap left under the earlier ones (see the module
+/// documentation: one Linux cannot read is left for `fsck.fat`).
+pub fn build_dir(boot: &Dir) -> Result<String> {
+    for name in build_names() {
+        match remove_dir(boot, &name, &format!("/boot/{name}")) {
+            Ok(Removal::Removed | Removal::Missing | Removal::Kept(..)) => return Ok(name),
+            Err(e) if is_eio(&e) => {
+                crate::warn!("/boot/{name} cannot be read (a power cut while it was written left its FAT cluster chain broken; `fsck.fat -a` repairs it): left alone; {e:#}");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    bail!("/boot: {BUILD_DIR} and {BUILD_DIR}.1 to .9 are all unreadable leftovers: run `fsck.fat -a` on /boot's device (unmounted)")
+}
 
 /// The prefix of a name moved aside because it is a second name of a
 /// directory still in use (see the module documentation).
@@ -152,6 +196,38 @@ pub fn shared_files(dir: &Dir) -> Result<Option<(String, String)>> {
     Ok(None)
 }
 
+/// A file under `dir` (recursively) whose cluster chain does not reach its
+/// size (a block FIBMAP cannot map): deleting it would make Linux free a
+/// free cluster.
+pub fn broken_file(dir: &Dir) -> Result<Option<String>> {
+    let mut stack = vec![(String::new(), dir.try_clone()?)];
+    while let Some((prefix, d)) = stack.pop() {
+        for n in fsutil::read_names(&d)? {
+            let n = n.to_string_lossy().to_string();
+            let rel = if prefix.is_empty() { n.clone() } else { format!("{prefix}/{n}") };
+            let m = d.symlink_metadata(&n)?;
+            if m.is_dir() {
+                stack.push((rel, d.open_dir(&n)?));
+            } else if m.is_file() && m.len() > 0 {
+                let fd = rustix::fs::openat(d.as_fd(), n.as_str(), OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())?;
+                // FIBMAP counts in the device's blocks (512 bytes on FAT):
+                // one per cluster (statfs's block size) is enough.
+                let step = (rustix::fs::fstatfs(fd.as_fd())?.f_bsize.max(512) as u64 / 512).max(1);
+                for b in (0..m.len().div_ceil(512)).step_by(step as usize) {
+                    match crate::sys::fibmap(fd.as_fd(), b as u32) {
+                        Ok(0) => return Ok(Some(rel)),
+                        Ok(_) => {}
+                        Err(rustix::io::Errno::IO) => return Ok(Some(rel)),
+                        // No FIBMAP here (not FAT) or not permitted.
+                        Err(_) => return Ok(None),
+                    }
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// What [`remove_dir`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Removal {
@@ -179,8 +255,11 @@ pub fn remove_dir(parent: &Dir, name: &str, shown: &str) -> Result<Removal> {
     let why = if let Some(o) = same_as_any(parent, name, &siblings)? {
         Some(format!("it is the same directory as {o} (a power cut during a rename on FAT)"))
     } else {
-        shared_files(&fsutil::open_subdir(parent, shown, name)?)?
-            .map(|(a, b)| format!("{a} and {b} in it are one file under two names (a power cut during a rename on FAT)"))
+        let d = fsutil::open_subdir(parent, shown, name)?;
+        match shared_files(&d)? {
+            Some((a, b)) => Some(format!("{a} and {b} in it are one file under two names (a power cut during a rename on FAT)")),
+            None => broken_file(&d)?.map(|f| format!("the FAT cluster chain of {f} in it is broken (a power cut while it was written)")),
+        }
     };
     match why {
         None => {
@@ -216,6 +295,17 @@ mod tests {
         t.write("loader/ostree-bootversion", "junk").unwrap();
         let e = format!("{:#}", read_bootversion(&t, "loader").unwrap_err());
         assert!(e.contains("/boot/loader/ostree-bootversion") && e.contains("\"junk\""), "{e}");
+    }
+
+    #[test]
+    fn build_names_in_order() {
+        let n: Vec<String> = build_names().collect();
+        assert_eq!(n.len(), 10);
+        assert_eq!((n[0].as_str(), n[1].as_str(), n[9].as_str()), ("loader.new", "loader.new.1", "loader.new.9"));
+        assert!(n.iter().all(|n| is_build_name(n)));
+        for other in ["loader", "loader.new.0", "loader.new.10", "loader.newer", "loader.1"] {
+            assert!(!is_build_name(other), "{other}");
+        }
     }
 
     #[test]

@@ -360,8 +360,20 @@ pub fn install_kernel(sysroot: &Dir, deploy: &Dir, stateroot: &str, k: &Kernel) 
             .into());
         }
     }
-    let tmpname = format!(".tmp-{dirname}");
-    fsutil::remove_all_at(&bootostree, tmpname.as_ref())?;
+    // On FAT a cut install can leave a `.tmp-` directory Linux cannot read
+    // (its cluster chain broken, see bootloader::fat): it is left for
+    // fsck.fat and the next name is used.
+    let mut tmpname = format!(".tmp-{dirname}");
+    for k in 1..10 {
+        match fsutil::remove_all_at(&bootostree, tmpname.as_ref()) {
+            Ok(()) => break,
+            Err(e) if e.raw_os_error() == Some(libc::EIO) && k < 9 => {
+                crate::warn!("/boot/ostree/{tmpname} cannot be read (a cut install on FAT; `fsck.fat -a` repairs it): left alone");
+                tmpname = format!(".tmp-{k}-{dirname}");
+            }
+            Err(e) => return Err(anyhow!(e).context(format!("Removing a stale /boot/ostree/{tmpname}"))),
+        }
+    }
     rustix::fs::mkdirat(&bootostree, tmpname.as_str(), Mode::from_raw_mode(0o755))?;
     // On any error below, the half-filled temporary directory goes, so a
     // full /boot is not left fuller.
@@ -376,6 +388,9 @@ pub fn install_kernel(sysroot: &Dir, deploy: &Dir, stateroot: &str, k: &Kernel) 
     let mut guard = TmpGuard(&bootostree, &tmpname, true);
     let tmp = bootostree.open_dir(&tmpname)?;
     let src = deploy.open_dir(k.srcdir.as_std_path())?;
+    // FAT has no modes (the mount's umask gives them), and refuses a
+    // chmod to another.
+    let on_fat = crate::bootloader::fat::is_fat(&bootostree)?;
     let mut progress = crate::output::Progress::start("kernel", &format!("Copying kernel {} into /boot", k.kver), Some(need), true);
     for (sname, dname) in k.files() {
         failpoint::hit("kernel::before-file");
@@ -404,7 +419,9 @@ pub fn install_kernel(sysroot: &Dir, deploy: &Dir, stateroot: &str, k: &Kernel) 
                     anyhow!(e).context(format!("Copying {dname}"))
                 }
             })?;
-            rustix::fs::fchmod(&d, Mode::from_raw_mode(0o644))?;
+            if !on_fat {
+                rustix::fs::fchmod(&d, Mode::from_raw_mode(0o644))?;
+            }
             rustix::fs::fdatasync(&d).with_context(|| format!("Syncing {dname}"))?;
         }
         progress.inc(src.metadata(&sname).map(|m| m.len()).unwrap_or(0));

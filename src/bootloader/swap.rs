@@ -578,10 +578,11 @@ fn write_list_directory(
     grub_cfg: Option<crate::bootloader::grub::Renderer>,
     opts: SysrootOpts,
 ) -> Result<SwapResult> {
-    let build = fat::BUILD_DIR;
-    // 1. remove-stale
+    // 1. remove-stale: and the name to build under (the next one, if a
+    // leftover is unreadable).
     failpoint::hit("swap::remove-stale");
-    fat::remove_dir(boot, build, &format!("/boot/{build}"))?;
+    let build_name = fat::build_dir(boot)?;
+    let build = build_name.as_str();
     let new_sub = next_subbootversion(ostree, new_bv);
 
     // 2. write-entries, in place (see above), then what else `loader/` has.

@@ -104,9 +104,16 @@ fn remove_boot_leftovers(s: &Sysroot, has_loader: bool, stats: &mut CleanupStats
     let ostree = fsutil::open_subdir(&s.root, s.path.as_str(), "ostree")?;
     failpoint::hit("cleanup::boot-versions");
     if s.layout == LoaderLayout::Directory {
-        // An interrupted swap's list (built, or the old one not yet gone).
-        if fat::remove_dir(&boot, fat::BUILD_DIR, &format!("/boot/{}", fat::BUILD_DIR))? == Removal::Removed {
-            stats.boot_dirs_removed.push(format!("boot/{}", fat::BUILD_DIR));
+        // An interrupted swap's list (built, or the old one not yet gone);
+        // one Linux cannot read is left for fsck.fat.
+        for n in fsutil::read_names(&boot)? {
+            let Some(n) = n.to_str().filter(|n| fat::is_build_name(n)) else { continue };
+            match fat::remove_dir(&boot, n, &format!("/boot/{n}")) {
+                Ok(Removal::Removed) => stats.boot_dirs_removed.push(format!("boot/{n}")),
+                Ok(_) => {}
+                Err(e) if fat::is_eio(&e) => crate::warn!("/boot/{n} cannot be read (a power cut while it was written; `fsck.fat -a` repairs it): left alone"),
+                Err(e) => return Err(e),
+            }
         }
     }
     if has_loader {
@@ -211,8 +218,14 @@ fn remove_unused_kernels(s: &Sysroot, keep: &KeepSet, stats: &mut CleanupStats) 
         }
         failpoint::hit("cleanup::kernel");
         if on_fat {
-            if fat::remove_dir(&bo, n, &format!("/boot/ostree/{n}"))? != Removal::Removed {
-                continue;
+            match fat::remove_dir(&bo, n, &format!("/boot/ostree/{n}")) {
+                Ok(Removal::Removed) => {}
+                Ok(_) => continue,
+                Err(e) if fat::is_eio(&e) => {
+                    crate::warn!("/boot/ostree/{n} cannot be read (a power cut while it was written; `fsck.fat -a` repairs it): left alone");
+                    continue;
+                }
+                Err(e) => return Err(e),
             }
         } else {
             fsutil::remove_all_at(&bo, n.as_ref()).with_context(|| format!("Removing /boot/ostree/{n}"))?;

@@ -222,12 +222,18 @@ fn leftovers(s: &Sysroot, sub: Option<u32>, r: &mut Report) -> Result<()> {
     let (root, path, bv) = (&s.root, &s.path, s.bootversion);
     let boot_names = match s.layout {
         LoaderLayout::Symlink => vec!["loader.tmp".to_string(), crate::bootloader::swap::LOADER_PREV.to_string(), format!("loader.{}", 1 - bv)],
-        LoaderLayout::Directory => vec![fat::BUILD_DIR.to_string()],
+        LoaderLayout::Directory => fat::build_names().collect(),
     };
     let names = boot_names.into_iter().map(|n| ("boot", n)).chain([("ostree", format!("boot.{}", 1 - bv))]);
     for (dir, name) in names {
-        if root.symlink_metadata_optional(format!("{dir}/{name}"))?.is_some() {
-            r.notes.push(format!("{path}/{dir}/{name}: left by an interrupted run; harmless, removed by cleanup"));
+        match root.symlink_metadata_optional(format!("{dir}/{name}")) {
+            Ok(Some(_)) => r.notes.push(format!("{path}/{dir}/{name}: left by an interrupted run; harmless, removed by cleanup")),
+            Ok(None) => {}
+            // FAT: a directory whose cluster chain a cut left broken.
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => r.notes.push(format!(
+                "{path}/{dir}/{name}: left by an interrupted run, and unreadable (its FAT cluster chain is broken; `fsck.fat -a` repairs it); harmless: treeboot leaves it alone"
+            )),
+            Err(e) => return Err(e.into()),
         }
     }
     // FAT: second names of directories in use, which treeboot never

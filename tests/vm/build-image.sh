@@ -12,6 +12,10 @@
 #                       userspace with mtools: this host cannot mount vfat)
 #                       holding trixie's GRUB 2.12 as EFI/BOOT/BOOTX64.EFI,
 #                       booted by OVMF
+#   trixie-uefi-sdboot  the same OS; the ESP (FAT32, 256 MiB) is /boot and
+#                       holds systemd-boot 257 as EFI/BOOT/BOOTX64.EFI, the
+#                       deployment list as the directory loader/ and the
+#                       kernels (docs/fat-boot.md)
 # Also WORKDIR/update-repo: an archive repository with debian/update, the
 # image's commit plus one file, that the upgrade scenario serves over HTTP
 # inside the guest.
@@ -25,13 +29,17 @@ mkdir -p "$W"
 # busybox: its httpd serves the update repository on 127.0.0.1 in the guest.
 PKGS=systemd,systemd-sysv,udev,linux-image-amd64,dracut,ostree,e2fsprogs,kmod,procps,util-linux,dmsetup,busybox
 case $PLATFORM in
-bookworm-bios-grub) SUITE=bookworm; FIRMWARE=bios ;;
-trixie-uefi-grub)
-    SUITE=trixie; FIRMWARE=uefi
+bookworm-bios-grub) SUITE=bookworm; FIRMWARE=bios; BOOTLOADER=grub ;;
+trixie-uefi-grub|trixie-uefi-sdboot)
+    SUITE=trixie; FIRMWARE=uefi; BOOTLOADER=${PLATFORM##*-}
     # ostree-boot: a real Debian ostree system has it (its dracut module,
     # finalize units and generator) beside treeboot; grub-efi-amd64-bin:
-    # the EFI GRUB and its modules, made into an image in the chroot.
-    PKGS=$PKGS,ostree-boot,grub-efi-amd64-bin ;;
+    # the EFI GRUB and its modules, made into an image in the chroot;
+    # systemd-boot-efi: systemd-boot's EFI binary (not the systemd-boot
+    # package, whose postinst runs bootctl install); mtools: the FAT
+    # lost-writes test reads FAT as firmware does. One root file system
+    # (one cache entry) serves both trixie platforms.
+    PKGS=$PKGS,ostree-boot,grub-efi-amd64-bin,systemd-boot-efi,mtools,dosfstools ;;
 *) echo "build-image.sh: unknown platform $PLATFORM" >&2; exit 2 ;;
 esac
 MIRROR=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
@@ -102,6 +110,12 @@ printf 'blacklist %s\n' kvm kvm_amd kvm_intel > "$R/etc/modprobe.d/treeboot-vm.c
 echo treeboot-vm > "$R/etc/hostname"
 : > "$R/etc/machine-id"
 : > "$R/etc/fstab"
+if [[ $BOOTLOADER == sdboot ]]; then
+    # /boot is the ESP. No fsck (passno 0): fsck.fat's repair of names a
+    # cut rename left on one directory may keep the wrong one
+    # (docs/fat-boot.md); Linux and systemd-boot read such a FAT as it is.
+    echo 'PARTLABEL=esp /boot vfat umask=0022 0 0' > "$R/etc/fstab"
+fi
 if [[ $SUITE != bookworm ]]; then
     # What a Debian system with GRUB has (grub2-common ships it there): libostree's
     # finalize (ostree-boot) runs grub-mkconfig, whose 15_ostree needs it.
@@ -153,8 +167,10 @@ if [[ $FIRMWARE == bios ]]; then
 start=2048, type=83, bootable' | sfdisk -q "$IMG"
     ROOT_START=2048
 else
-    # GPT: a 64 MiB ESP, then the root.
+    # GPT: the ESP (64 MiB; 256 MiB when it is /boot and holds the
+    # kernels), then the root.
     ESP_START=2048 ESP_SECTORS=131072
+    [[ $BOOTLOADER == sdboot ]] && ESP_SECTORS=524288
     ROOT_START=$((ESP_START + ESP_SECTORS))
     printf 'label: gpt\nstart=%s, size=%s, type=U, name=esp\nstart=%s, type=L, name=root\n' \
         "$ESP_START" "$ESP_SECTORS" "$ROOT_START" | sfdisk -q "$IMG"
@@ -172,7 +188,14 @@ TB=$ROOT/target/release/treeboot
 "$TB" init-fs "$M" >/dev/null
 "$TB" --sysroot "$M" os-init debian >/dev/null
 cp -a "$W/var-seed/." "$M/ostree/deploy/debian/var/"
-mkdir -p "$M/boot/grub"
+if [[ $BOOTLOADER == grub ]]; then
+    mkdir -p "$M/boot/grub"
+else
+    # systemd-boot's loader/ (as bootctl install leaves it) makes the
+    # deployment list a directory, as on the FAT it is copied to below.
+    mkdir -p "$M/boot/loader/entries"
+    printf 'timeout 0\n' > "$M/boot/loader/loader.conf"
+fi
 echo "vm: ostree commit of the OS tree"
 ostree --repo="$M/ostree/repo" commit -b debian/test -s "treeboot VM test OS" \
     --add-metadata-string=version=1 --tree=dir="$R" >/dev/null
@@ -190,10 +213,27 @@ ostree --repo="$U" commit -b debian/update -s "treeboot VM test OS, update 2" --
 ostree --repo="$U" config unset core.parent
 "$TB" --sysroot "$M" deploy --os debian --karg root=LABEL=root --karg rw \
     --karg console=ttyS0,115200 --karg systemd.show_status=1 --karg mitigations=off --karg panic=5 debian/test
-{ echo 'serial --unit=0 --speed=115200'; echo 'terminal_input serial'; echo 'terminal_output serial';
+[[ $BOOTLOADER == grub ]] && { echo 'serial --unit=0 --speed=115200'; echo 'terminal_input serial'; echo 'terminal_output serial';
   sed 's/^set timeout=3/set timeout=0/' "$ROOT/grub/grub.cfg"; } > "$M/boot/grub/grub.cfg"
 GRUB_MODS="ext2 normal linux search search_label serial terminal configfile test echo loadenv"
-if [[ $FIRMWARE == bios ]]; then
+"$TB" --sysroot "$M" verify
+if [[ $BOOTLOADER == sdboot ]]; then
+    # The ESP is /boot: systemd-boot, and all treeboot wrote into /boot
+    # (loader/, the kernels in ostree/), copied in from userspace (no vfat
+    # here); the root keeps an empty /boot to mount it on.
+    ESP=$W/esp.img; rm -f "$ESP"
+    mkfs.vfat -F 32 -C -n ESP "$ESP" $((ESP_SECTORS / 2)) >/dev/null
+    export MTOOLS_SKIP_CHECK=1
+    mmd -i "$ESP" ::/EFI ::/EFI/BOOT
+    mcopy -i "$ESP" "$R/usr/lib/systemd/boot/efi/systemd-bootx64.efi" ::/EFI/BOOT/BOOTX64.EFI
+    mcopy -s -i "$ESP" "$M/boot/loader" "$M/boot/ostree" ::/
+    MTOOLS_SKIP_CHECK=1 mdir -/ -b -i "$ESP" :: > "$W/esp-files.txt"
+    grep -q '/loader/entries/ostree-1.conf$' "$W/esp-files.txt" || { echo "vm: no entry on the ESP"; cat "$W/esp-files.txt"; exit 1; }
+    rm -rf "${M:?}"/boot/*
+    dd if="$ESP" of="$IMG" bs=512 seek="$ESP_START" conv=notrunc status=none
+    rm -f "$ESP"
+    cp /usr/share/OVMF/OVMF_VARS_4M.fd "$W/OVMF_VARS.fd"
+elif [[ $FIRMWARE == bios ]]; then
     cp -r /usr/lib/grub/i386-pc "$M/boot/grub/"
     grub-mkimage -O i386-pc -o "$W/core.img" -p '(hd0,msdos1)/boot/grub' biosdisk part_msdos $GRUB_MODS
     dd if=/usr/lib/grub/i386-pc/boot.img of="$IMG" bs=440 count=1 conv=notrunc status=none
@@ -213,6 +253,5 @@ else
     # Each scenario boots with its own copy of the firmware's variables.
     cp /usr/share/OVMF/OVMF_VARS_4M.fd "$W/OVMF_VARS.fd"
 fi
-"$TB" --sysroot "$M" verify
 sync
 echo "vm: image ready: $IMG"

@@ -578,6 +578,13 @@ fn write_list_directory(
     grub_cfg: Option<crate::bootloader::grub::Renderer>,
     opts: SysrootOpts,
 ) -> Result<SwapResult> {
+    // Entry paths are relative to the FAT partition systemd-boot reads
+    // them from: no `/boot` prefix there (and no `boot -> .` link to
+    // resolve one).
+    if opts.bootprefix {
+        crate::warn!("sysroot.bootprefix is ignored on a FAT /boot: the entries' paths are relative to the partition they are on");
+    }
+    let opts = SysrootOpts { bootprefix: false, ..opts };
     // 1. remove-stale: and the name to build under (the next one, if a
     // leftover is unreadable).
     failpoint::hit("swap::remove-stale");

@@ -111,10 +111,10 @@ echo treeboot-vm > "$R/etc/hostname"
 : > "$R/etc/machine-id"
 : > "$R/etc/fstab"
 if [[ $BOOTLOADER == sdboot ]]; then
-    # /boot is the ESP. No fsck (passno 0): fsck.fat's repair of names a
-    # cut rename left on one directory may keep the wrong one
-    # (docs/fat-boot.md); Linux and systemd-boot read such a FAT as it is.
-    echo 'PARTLABEL=esp /boot vfat umask=0022 0 0' > "$R/etc/fstab"
+    # /boot is the ESP, checked at every boot (passno 2): FAT's writes are
+    # unordered, and what a power cut leaves half made, fsck.fat -a repairs
+    # before Linux meets it (docs/fat-boot.md).
+    echo 'PARTLABEL=esp /boot vfat umask=0022 0 2' > "$R/etc/fstab"
 fi
 if [[ $SUITE != bookworm ]]; then
     # What a Debian system with GRUB has (grub2-common ships it there): libostree's

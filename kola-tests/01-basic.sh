@@ -24,7 +24,7 @@ case "${AUTOPKGTEST_REBOOT_MARK:-}" in
         # where the list is a directory; libostree cannot read that layout.
         loader_var LoaderInfo | grep -q '^systemd-boot' || fatal "not booted by systemd-boot: $(loader_var LoaderInfo)"
         entry=$(booted_object | grep -o '"entry_path":"[^"]*"' | cut -d'"' -f4)
-        test "$(loader_var LoaderEntrySelected)" = "${entry##*/}" || fatal "systemd-boot booted $(loader_var LoaderEntrySelected), treeboot lists ${entry##*/}"
+        test "$(loader_var LoaderEntrySelected)" = "${entry##*/}" || fatal "systemd-boot booted '$(loader_var LoaderEntrySelected)', treeboot lists ${entry##*/} (efivarfs: $(findmnt -no FSTYPE /sys/firmware/efi/efivars || echo not mounted); loader variables: $(ls /sys/firmware/efi/efivars 2>&1 | grep 4a67b082 | cut -d- -f1 | tr '\n' ' '))"
         test -d /boot/loader/entries && ! test -L /boot/loader || fatal "/boot/loader is not a directory"
         if ostree admin status >/tmp/ostree-status 2>&1; then fatal "ostree admin status read a FAT list: $(cat /tmp/ostree-status)"; fi
     else

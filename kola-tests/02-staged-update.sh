@@ -34,7 +34,7 @@ applied)
     treeboot status | grep -q rollback || fatal "no rollback deployment"
     if boot_is_fat; then
         entry=$(booted_object | grep -o '"entry_path":"[^"]*"' | cut -d'"' -f4)
-        test "$(loader_var LoaderEntrySelected)" = "${entry##*/}" || fatal "systemd-boot booted $(loader_var LoaderEntrySelected), treeboot lists ${entry##*/}"
+        test "$(loader_var LoaderEntrySelected)" = "${entry##*/}" || fatal "systemd-boot booted '$(loader_var LoaderEntrySelected)', treeboot lists ${entry##*/} (efivarfs: $(findmnt -no FSTYPE /sys/firmware/efi/efivars || echo not mounted); loader variables: $(ls /sys/firmware/efi/efivars 2>&1 | grep 4a67b082 | cut -d- -f1 | tr '\n' ' '))"
         test ! -e /boot/loader.new || fatal "the old list is still in /boot/loader.new"
     fi
     systemctl is-failed treeboot-boot-complete.service && fatal "boot-complete failed"

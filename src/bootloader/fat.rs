@@ -165,10 +165,9 @@ fn same_as_any(parent: &Dir, name: &str, others: &[String]) -> Result<Option<Str
     Ok(found)
 }
 
-/// Two files under `dir` (recursively) whose data starts in the same block:
-/// names a cut rename left on one file. Empty files have no block.
-pub fn shared_files(dir: &Dir) -> Result<Option<(String, String)>> {
-    let mut seen: std::collections::HashMap<u32, String> = std::collections::HashMap::new();
+/// Each non-empty regular file under `dir` (recursively), open, with its
+/// path relative to `dir` and its size, until `f` returns `Some`.
+fn find_file<T>(dir: &Dir, mut f: impl FnMut(&str, std::os::fd::OwnedFd, u64) -> Result<Option<T>>) -> Result<Option<T>> {
     let mut stack = vec![(String::new(), dir.try_clone()?)];
     while let Some((prefix, d)) = stack.pop() {
         for n in fsutil::read_names(&d)? {
@@ -179,16 +178,8 @@ pub fn shared_files(dir: &Dir) -> Result<Option<(String, String)>> {
                 stack.push((rel, d.open_dir(&n)?));
             } else if m.is_file() && m.len() > 0 {
                 let fd = rustix::fs::openat(d.as_fd(), n.as_str(), OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())?;
-                match crate::sys::fibmap(fd.as_fd(), 0) {
-                    Ok(0) => {}
-                    Ok(b) => {
-                        if let Some(other) = seen.insert(b, rel.clone()) {
-                            return Ok(Some((other, rel)));
-                        }
-                    }
-                    // Not FAT (tmpfs has no FIBMAP) or not permitted: no
-                    // cross-links to find there.
-                    Err(_) => return Ok(None),
+                if let Some(t) = f(&rel, fd, m.len())? {
+                    return Ok(Some(t));
                 }
             }
         }
@@ -196,36 +187,47 @@ pub fn shared_files(dir: &Dir) -> Result<Option<(String, String)>> {
     Ok(None)
 }
 
+/// Two files under `dir` (recursively) whose data starts in the same block:
+/// names a cut rename left on one file. Empty files have no block.
+pub fn shared_files(dir: &Dir) -> Result<Option<(String, String)>> {
+    let mut seen: std::collections::HashMap<u32, String> = std::collections::HashMap::new();
+    let mut no_fibmap = false;
+    let found = find_file(dir, |rel, fd, _| match crate::sys::fibmap(fd.as_fd(), 0) {
+        Ok(0) => Ok(None),
+        Ok(b) => Ok(seen.insert(b, rel.to_string()).map(|other| (other, rel.to_string()))),
+        // Not FAT (tmpfs has no FIBMAP) or not permitted: no cross-links
+        // to find there.
+        Err(_) => {
+            no_fibmap = true;
+            Ok(Some((String::new(), String::new())))
+        }
+    })?;
+    Ok(found.filter(|_| !no_fibmap))
+}
+
 /// A file under `dir` (recursively) whose cluster chain does not reach its
 /// size (a block FIBMAP cannot map): deleting it would make Linux free a
 /// free cluster.
 pub fn broken_file(dir: &Dir) -> Result<Option<String>> {
-    let mut stack = vec![(String::new(), dir.try_clone()?)];
-    while let Some((prefix, d)) = stack.pop() {
-        for n in fsutil::read_names(&d)? {
-            let n = n.to_string_lossy().to_string();
-            let rel = if prefix.is_empty() { n.clone() } else { format!("{prefix}/{n}") };
-            let m = d.symlink_metadata(&n)?;
-            if m.is_dir() {
-                stack.push((rel, d.open_dir(&n)?));
-            } else if m.is_file() && m.len() > 0 {
-                let fd = rustix::fs::openat(d.as_fd(), n.as_str(), OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())?;
-                // FIBMAP counts in the device's blocks (512 bytes on FAT):
-                // one per cluster (statfs's block size) is enough.
-                let step = (rustix::fs::fstatfs(fd.as_fd())?.f_bsize.max(512) as u64 / 512).max(1);
-                for b in (0..m.len().div_ceil(512)).step_by(step as usize) {
-                    match crate::sys::fibmap(fd.as_fd(), b as u32) {
-                        Ok(0) => return Ok(Some(rel)),
-                        Ok(_) => {}
-                        Err(rustix::io::Errno::IO) => return Ok(Some(rel)),
-                        // No FIBMAP here (not FAT) or not permitted.
-                        Err(_) => return Ok(None),
-                    }
+    let mut no_fibmap = false;
+    let found = find_file(dir, |rel, fd, len| {
+        // FIBMAP counts in the device's blocks (512 bytes on FAT): one per
+        // cluster (statfs's block size) is enough.
+        let step = (rustix::fs::fstatfs(fd.as_fd())?.f_bsize.max(512) as u64 / 512).max(1);
+        for b in (0..len.div_ceil(512)).step_by(step as usize) {
+            match crate::sys::fibmap(fd.as_fd(), b as u32) {
+                Ok(0) | Err(rustix::io::Errno::IO) => return Ok(Some(rel.to_string())),
+                Ok(_) => {}
+                // No FIBMAP here (not FAT) or not permitted.
+                Err(_) => {
+                    no_fibmap = true;
+                    return Ok(Some(String::new()));
                 }
             }
         }
-    }
-    Ok(None)
+        Ok(None)
+    })?;
+    Ok(found.filter(|_| !no_fibmap))
 }
 
 /// What [`remove_dir`] did.

@@ -479,11 +479,7 @@ pub fn write_deployments(
     replace_symlink(&ostree, &format!("boot.{new_bv}"), &format!("boot.{new_bv}.{new_sub}"))?;
 
     // 5. write-grub
-    let menu: Vec<grub::MenuItem> = written
-        .iter()
-        .zip(list)
-        .map(|((file, entry), d)| grub::MenuItem { file, entry, csum: &d.csum, serial: d.serial })
-        .collect();
+    let menu = menu_items(&written, list);
     let counted = menu.iter().any(|m| m.file.contains('+'));
     if let Some(gen) = grub_cfg {
         failpoint::hit("swap::write-grub");
@@ -537,11 +533,7 @@ pub fn write_deployments(
     // swap removes.
     if grub_cfg.is_some() {
         failpoint::hit("swap::grubenv-prune");
-        let live: Vec<String> = menu
-            .iter()
-            .filter(|m| m.file.contains('+'))
-            .map(|m| grub::tries_var(m.csum, m.serial))
-            .collect();
+        let live = counted_tries_vars(&menu);
         if grub::prune_env(&boot, &live)? {
             sync_dir(&boot.open_dir("grub").context("Opening /boot/grub")?, "/boot/grub")?;
             syncfs(&boot, "/boot")?;
@@ -617,11 +609,7 @@ fn write_list_directory(
     replace_symlink(ostree, &format!("boot.{new_bv}"), &format!("boot.{new_bv}.{new_sub}"))?;
 
     // 5. write-grub
-    let menu: Vec<grub::MenuItem> = written
-        .iter()
-        .zip(list)
-        .map(|((file, entry), d)| grub::MenuItem { file, entry, csum: &d.csum, serial: d.serial })
-        .collect();
+    let menu = menu_items(&written, list);
     if let Some(gen) = grub_cfg {
         failpoint::hit("swap::write-grub");
         write_in_place(&built, "grub.cfg", gen(&menu).as_bytes(), &format!("/boot/{build}/grub.cfg"))?;
@@ -664,11 +652,7 @@ fn write_list_directory(
     // 10. grubenv-prune
     if grub_cfg.is_some() {
         failpoint::hit("swap::grubenv-prune");
-        let live: Vec<String> = menu
-            .iter()
-            .filter(|m| m.file.contains('+'))
-            .map(|m| grub::tries_var(m.csum, m.serial))
-            .collect();
+        let live = counted_tries_vars(&menu);
         if grub::prune_env(boot, &live)? {
             syncfs(boot, "/boot")?;
         }
@@ -679,6 +663,21 @@ fn write_list_directory(
         subbootversion: new_sub,
         full: true,
     })
+}
+
+/// GRUB's menu items: each written entry with the deployment it boots.
+fn menu_items<'a>(written: &'a [(String, BlsEntry)], list: &'a [BootDeployment]) -> Vec<grub::MenuItem<'a>> {
+    written
+        .iter()
+        .zip(list)
+        .map(|((file, entry), d)| grub::MenuItem { file, entry, csum: &d.csum, serial: d.serial })
+        .collect()
+}
+
+/// GRUB's tries variables of the counted entries of `menu` (those still in
+/// use after a swap).
+fn counted_tries_vars(menu: &[grub::MenuItem]) -> Vec<String> {
+    menu.iter().filter(|m| m.file.contains('+')).map(|m| grub::tries_var(m.csum, m.serial)).collect()
 }
 
 /// Create `dir/name` with `data` (it must not exist), written and

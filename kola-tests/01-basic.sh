@@ -18,7 +18,7 @@ case "${AUTOPKGTEST_REBOOT_MARK:-}" in
     findmnt -no SOURCE /var | grep -q 'ostree/deploy/debian/var' || fatal "/var is not the stateroot's"
     findmnt /sysroot
     echo persist > /var/kola-persist
-    treeboot status --json | tr -d ' \n' | grep -q '"booted":true' || fatal "treeboot status names no booted deployment"
+    tr -d ' \n' <<<"$(treeboot status --json)" | grep -q '"booted":true' || fatal "treeboot status names no booted deployment"
     if boot_is_fat; then
         # systemd-boot booted treeboot's default entry from the FAT /boot,
         # where the list is a directory; libostree cannot read that layout.
@@ -28,7 +28,7 @@ case "${AUTOPKGTEST_REBOOT_MARK:-}" in
         test -d /boot/loader/entries && ! test -L /boot/loader || fatal "/boot/loader is not a directory"
         if ostree admin status >/tmp/ostree-status 2>&1; then fatal "ostree admin status read a FAT list: $(cat /tmp/ostree-status)"; fi
     else
-        ostree admin status | grep '^\* debian' | grep -q "$(booted_csum)" || fatal "ostree admin status disagrees"
+        grep '^\* debian' <<<"$(ostree admin status)" | grep -q "$(booted_csum)" || fatal "ostree admin status disagrees"
     fi
     # What a person reads: the booted marker and word, the running kernel.
     treeboot status | tee /tmp/status

@@ -31,14 +31,14 @@ applied)
     test "$(cat /etc/kola-late.conf)" = "after staging"
     test "$(cat /etc/kola-default.conf)" = "new default"
     test "$(cat /usr/share/kola/version)" = 2
-    treeboot status | grep -q rollback || fatal "no rollback deployment"
+    grep -q rollback <<<"$(treeboot status)" || fatal "no rollback deployment"
     if boot_is_fat; then
         entry=$(booted_object | grep -o '"entry_path":"[^"]*"' | cut -d'"' -f4)
         test "$(loader_var LoaderEntrySelected)" = "${entry##*/}" || fatal "systemd-boot booted '$(loader_var LoaderEntrySelected)', treeboot lists ${entry##*/} (efivarfs: $(findmnt -no FSTYPE /sys/firmware/efi/efivars || echo not mounted); loader variables: $(ls /sys/firmware/efi/efivars 2>&1 | grep 4a67b082 | cut -d- -f1 | tr '\n' ' '))"
         test ! -e /boot/loader.new || fatal "the old list is still in /boot/loader.new"
     fi
     systemctl is-failed treeboot-boot-complete.service && fatal "boot-complete failed"
-    journalctl -b -1 MESSAGE_ID=c3b7e1f5a1d84c4f9c2f0d1e6a7b8c02 | grep -q Finalized || echo "note: the previous boot's journal is not persistent"
+    grep -q Finalized <<<"$(journalctl -b -1 MESSAGE_ID=c3b7e1f5a1d84c4f9c2f0d1e6a7b8c02)" || echo "note: the previous boot's journal is not persistent"
     echo "staged update: ok"
     ;;
 esac

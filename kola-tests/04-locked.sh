@@ -13,7 +13,7 @@ case "${AUTOPKGTEST_REBOOT_MARK:-}" in
 "")
     new_commit 2
     treeboot stage --lock-finalization debian/test
-    treeboot status | grep -q "finalization locked"
+    grep -q "finalization locked" <<<"$(treeboot status)"
     /tmp/autopkgtest-reboot locked
     ;;
 locked)

@@ -21,8 +21,8 @@ case "${AUTOPKGTEST_REBOOT_MARK:-}" in
 failed)
     test "$(booted_version)" = 1 || fatal "booted $(booted_version)"
     systemctl is-failed treeboot-boot-complete.service || fatal "boot-complete did not fail"
-    journalctl -u treeboot-boot-complete.service | grep -q "/etc/kola.d" || fatal "no message in the journal"
-    treeboot status | grep -q "did not apply the staged deployment" || fatal "status does not show it"
+    grep -q "/etc/kola.d" <<<"$(journalctl -u treeboot-boot-complete.service)" || fatal "no message in the journal"
+    grep -q "did not apply the staged deployment" <<<"$(treeboot status)" || fatal "status does not show it"
     echo "finalize failure: ok"
     ;;
 esac

@@ -15,7 +15,7 @@ case "${AUTOPKGTEST_REBOOT_MARK:-}" in
     ;;
 appended)
     grep -q 'kolatest=yes' /proc/cmdline || fatal "not in /proc/cmdline: $(cat /proc/cmdline)"
-    treeboot kargs | grep -q kolatest=yes
+    grep -q kolatest=yes <<<"$(treeboot kargs)"
     echo "kargs: ok"
     ;;
 esac

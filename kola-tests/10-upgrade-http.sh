@@ -15,7 +15,7 @@ set -xeuo pipefail
 serve() {
     # It daemonizes: its stdio must not keep the runner's pipe open.
     busybox httpd -p 127.0.0.1:8080 -h /run/kola/repo </dev/null >/dev/null 2>&1
-    ostree remote list | grep -qx vmsrv || ostree remote add --no-gpg-verify vmsrv http://127.0.0.1:8080/
+    grep -qx vmsrv <<<"$(ostree remote list)" || ostree remote add --no-gpg-verify vmsrv http://127.0.0.1:8080/
 }
 case "${AUTOPKGTEST_REBOOT_MARK:-}" in
 "")
@@ -34,7 +34,7 @@ case "${AUTOPKGTEST_REBOOT_MARK:-}" in
 upgraded)
     test "$(booted_version)" = 2 || fatal "booted version $(booted_version)"
     test "$(cat /usr/share/treeboot-update/marker)" = 2 || fatal "the update's file is missing"
-    booted_object | grep -q '"refspec":"vmsrv:debian/update"' || fatal "the booted deployment does not follow vmsrv:debian/update"
+    grep -q '"refspec":"vmsrv:debian/update"' <<<"$(booted_object)" || fatal "the booted deployment does not follow vmsrv:debian/update"
     serve
     rc=0; treeboot upgrade --check || rc=$?
     test "$rc" = 77 || fatal "upgrade --check after the update: exit $rc, not 77"

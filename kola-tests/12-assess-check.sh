@@ -66,9 +66,9 @@ cut-rollback)
     test "$(default_version)" = 1 || fatal "the rollback is not the default"
     test "$(dep_object 2 | field boot_assessment)" = failed
     test "$(dep_object 2 | field tries)" = 2 || fatal "failed tries: $(dep_object 2)"
-    dep_object 2 | grep -q '50-kola-service' || fatal "the reason is not the failed check: $(dep_object 2)"
+    grep -q '50-kola-service' <<<"$(dep_object 2)" || fatal "the reason is not the failed check: $(dep_object 2)"
     if [ -d /var/log/journal ]; then
-        journalctl -o cat MESSAGE_ID=$HEALTH_FAILED | grep -q 50-kola-service || fatal "no journal message for the failed checks"
+        grep -q 50-kola-service <<<"$(journalctl -o cat MESSAGE_ID=$HEALTH_FAILED)" || fatal "no journal message for the failed checks"
     fi
     systemctl unmask treeboot-assess-boot.service
     # A good update, three tries; blessing it by hand under a power cut.

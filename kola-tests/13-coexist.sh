@@ -54,7 +54,7 @@ by-treeboot)
     ostree --repo=/sysroot/ostree/repo config set sysroot.bootprefix true
     ostree admin deploy --stage --os=debian debian/test
     systemctl is-active ostree-finalize-staged.service
-    ostree admin status | grep -q '(staged)'
+    grep -q '(staged)' <<<"$(ostree admin status)"
     treeboot status | tee /tmp/status
     /tmp/autopkgtest-reboot by-ostree
     ;;

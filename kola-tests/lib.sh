@@ -1,4 +1,8 @@
 # Helpers sourced by the kola tests (the harness copies this file beside them).
+# The tests run under `set -o pipefail`: a command that prints several lines
+# is read whole before grep -q looks at it (`grep -q P <<<"$(cmd)"`), since
+# `cmd | grep -q P` fails at random when grep leaves at its first match and
+# cmd's next write ends it with SIGPIPE.
 # The booted deployment's object of `treeboot status --json` (the objects
 # are flat: one per line once split at "},{"), then one field of it.
 booted_object() { treeboot status --json | tr -d ' \n' | sed 's/},{/}\n{/g' | grep '"booted":true'; }

@@ -75,9 +75,10 @@ fn locked_finalization_changes_nothing_until_unlocked() {
     let root = booted_on_v1(&s);
     assert_ok(in_booted_namespace(&root, 0, r#"
 $TB --sysroot $S stage --lock-finalization testos/v2
-$TB --sysroot $S status | grep -q "finalization locked"
+out=$($TB --sysroot $S status); grep -q "finalization locked" <<<"$out"
 before=$(cd $S && find boot ostree/boot.* -printf '%p %l\n' | sort | md5sum)
-$TB --sysroot $S finalize-staged 2>&1 | grep -qi "not finalizing, deployment is locked" || { echo "no locked message"; exit 1; }
+out=$($TB --sysroot $S finalize-staged 2>&1)
+grep -qi "not finalizing, deployment is locked" <<<"$out" || { echo "no locked message: $out"; exit 1; }
 after=$(cd $S && find boot ostree/boot.* -printf '%p %l\n' | sort | md5sum)
 [ "$before" = "$after" ]
 test -e /run/ostree/staged-deployment
@@ -197,10 +198,10 @@ fn deploy_or_undeploy_drops_the_staged_deployment() {
     let root = booted_on_v1(&s);
     assert_ok(in_booted_namespace(&root, 0, r#"
 $TB --sysroot $S stage testos/v2
-$TB --sysroot $S undeploy 0 | grep -q Deleted
+out=$($TB --sysroot $S undeploy 0); grep -q Deleted <<<"$out"
 test ! -e /run/ostree/staged-deployment
 $TB --sysroot $S stage testos/v2
-$TB --sysroot $S deploy testos/v3 | grep -q "Dropped the staged deployment"
+out=$($TB --sysroot $S deploy testos/v3); grep -q "Dropped the staged deployment" <<<"$out"
 test ! -e /run/ostree/staged-deployment
 $TB --sysroot $S status --json | python3 -c 'import json,sys; d=json.load(sys.stdin)["deployments"]; assert not any(x["staged"] for x in d), d'
 # The staged deployment cannot be pinned or set as default.

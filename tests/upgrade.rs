@@ -154,7 +154,7 @@ $TB --sysroot $S status
     let (ok, out, err) = in_booted_namespace(&root, 0, &format!(r#"
 $TB --sysroot $S upgrade --download-only
 test ! -e /run/reboot-required || {{ echo "reboot-required while locked"; exit 1; }}
-$TB --sysroot $S status | grep -q "finalization locked"
+out=$($TB --sysroot $S status); grep -q "finalization locked" <<<"$out"
 echo "--- apply"
 PATH={fake}:$PATH $TB --sysroot $S upgrade --apply
 test -e /run/reboot-required

@@ -323,6 +323,11 @@ pub fn deployment_dir(sysroot: &Path, index: usize) -> PathBuf {
 /// /run, and `/run/ostree-booted` naming deployment `booted_index` of
 /// `sysroot` (as prepare-root writes it). `$TB` is treeboot, `$S` the
 /// sysroot. Returns (success, stdout, stderr).
+///
+/// The script runs under `set -euo pipefail`: never `$TB ... | grep -q`,
+/// since grep leaves at its first match and treeboot's next line then ends
+/// it with SIGPIPE, failing the pipeline at random. Capture the output
+/// (`out=$($TB ...)`) and grep that.
 pub fn in_booted_namespace(sysroot: &Path, booted_index: usize, script: &str) -> (bool, String, String) {
     use std::os::unix::fs::MetadataExt;
     let dep = deployment_dir(sysroot, booted_index);

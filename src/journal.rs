@@ -2,6 +2,8 @@
 //! monitoring can find them: `journalctl MESSAGE_ID=...`.
 //! Outside systemd (no journal socket) the messages go to stderr only.
 
+use std::io::Write;
+
 use libsystemd::logging::{journal_send, Priority};
 
 pub const STAGED: &str = "c3b7e1f5a1d84c4f9c2f0d1e6a7b8c01";
@@ -16,8 +18,10 @@ pub const HEALTH_FAILED: &str = "c3b7e1f5a1d84c4f9c2f0d1e6a7b8c06";
 pub const BLESSED: &str = "c3b7e1f5a1d84c4f9c2f0d1e6a7b8c07";
 
 /// Send `msg` with `MESSAGE_ID=id` and extra fields; also print it.
+/// A stderr nobody reads any more (journald stopped at shutdown) loses the
+/// line; it does not end the caller as `eprintln!` would.
 pub fn send(id: &str, error: bool, msg: &str, fields: &[(&str, String)]) {
-    eprintln!("{msg}");
+    let _ = writeln!(std::io::stderr(), "{msg}");
     log(id, error, msg, fields);
 }
 

@@ -94,6 +94,33 @@ $TB --sysroot $S finalize-staged
 }
 
 #[test]
+fn finalize_with_nobody_reading_its_output_still_applies_the_update() {
+    // At shutdown finalize-staged writes to journald's stream; if that is
+    // gone, its writes fail with EPIPE. systemd starts it with SIGPIPE
+    // ignored (IgnoreSIGPIPE=yes): the lines are lost, the update is not.
+    // A local edit made after staging gives the merge something to say.
+    let s = Scratch::new("epipe");
+    let root = booted_on_v1(&s);
+    let etc = deployment_dir(&root, 0).join("etc");
+    assert_ok(in_booted_namespace(&root, 0, &format!(r#"
+$TB --sysroot $S stage testos/v2
+echo "edited after staging" > {etc}/motd
+mkfifo {etc}/a-fifo
+python3 -c '
+import os, subprocess, sys
+r, w = os.pipe()
+os.close(r)
+sys.exit(subprocess.call(sys.argv[1:], stdout=w, stderr=w, restore_signals=False))
+' $TB --sysroot $S finalize-staged
+test ! -e /run/ostree/staged-deployment
+"#, etc = etc.display())));
+    assert_eq!(versions(&root), vec!["2.0", "1.0"]);
+    let new_etc = deployment_dir(&root, 0).join("etc");
+    assert_eq!(std::fs::read_to_string(new_etc.join("motd")).unwrap(), "edited after staging\n");
+    assert!(!root.join("boot/ostree/finalize-failure.stamp").exists());
+}
+
+#[test]
 fn conflict_refuses_staging_and_leaves_nothing() {
     let s = Scratch::new("conflict");
     let root = booted_on_v1(&s);

@@ -19,12 +19,18 @@ fn writer_path() -> std::path::PathBuf {
 }
 
 fn main() {
-    // Like any filter: `treeboot status | head -1` ends quietly.
-    treeboot::sys::default_sigpipe();
     // finalize-staged runs here: its failpoints too.
     #[cfg(feature = "failpoints")]
     let _scenario = fail::FailScenario::setup();
     let cli = treeboot::cli::Cli::parse();
+    // Like any filter: `treeboot status | head -1` ends quietly. Not
+    // finalize-staged: it runs at shutdown with its output on journald's
+    // stream, and a log line that cannot be written there must not end the
+    // swap halfway (its messages ignore write errors; SIGPIPE stays as
+    // systemd's IgnoreSIGPIPE= left it).
+    if !matches!(cli.cmd, treeboot::cli::Cmd::FinalizeStaged { .. }) {
+        treeboot::sys::default_sigpipe();
+    }
     match treeboot::cli::run_reader(cli) {
         Ok(Next::Exit(0)) => {}
         Ok(Next::Exit(code)) => std::process::exit(code),

@@ -1,5 +1,6 @@
 //! Executing a merge plan, and copying trees with all their metadata.
 
+use std::io::Write;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::collections::HashSet;
@@ -102,7 +103,10 @@ fn copy_entry_except(
             Ok(n)
         }
         other => {
-            eprintln!(
+            // A note that cannot be written (nobody reads the stream any
+            // more) is dropped rather than ending the merge: not eprintln!.
+            let _ = writeln!(
+                std::io::stderr(),
                 "note: not copying {}: {} are skipped",
                 display_path(shown),
                 super::EntryType::from_mode(st.st_mode).noun()
@@ -243,7 +247,7 @@ pub fn apply(plan: &Plan, current: impl AsFd, new_etc: impl AsFd) -> Result<Appl
                 stats.attrs += 1;
             }
             Action::Skip { path, reason } => {
-                eprintln!("note: /etc/{}: skipped, {reason}", display_path(path));
+                let _ = writeln!(std::io::stderr(), "note: /etc/{}: skipped, {reason}", display_path(path));
                 stats.skipped += 1;
             }
         }

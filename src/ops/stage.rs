@@ -13,6 +13,7 @@
 //! swap). On failure it leaves the old default, writes
 //! `/boot/ostree/finalize-failure.stamp` for the next boot, and logs.
 
+use std::io::Write;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -259,7 +260,7 @@ fn write_stamp(sysroot: &Utf8Path, msg: &str) {
         .map_err(anyhow::Error::from)
         .and_then(|d| write_stamp_at(&d, msg));
     if let Err(e) = r {
-        eprintln!("error: could not write {sysroot}/{FAILURE_STAMP}: {e:#}");
+        let _ = writeln!(std::io::stderr(), "error: could not write {sysroot}/{FAILURE_STAMP}: {e:#}");
     }
 }
 

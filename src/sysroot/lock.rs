@@ -8,6 +8,7 @@
 //! unlinks the file when it lets go, so a lock won on a file that no longer
 //! has a name is retried on the new one (as libglnx does).
 
+use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use anyhow::Result;
@@ -82,10 +83,10 @@ impl SysrootLock {
             let fd = file.as_fd();
             if !ofd_lock(fd, false)? {
                 if !said {
-                    match holders(&file) {
-                        Some(h) => eprintln!("Waiting for another writer to release ostree/lock (held by {h})..."),
-                        None => eprintln!("Waiting for another writer to release ostree/lock..."),
-                    }
+                    // Not eprintln!: at shutdown (finalize) nobody may read
+                    // stderr any more, and a lost line must not end the caller.
+                    let by = holders(&file).map(|h| format!(" (held by {h})")).unwrap_or_default();
+                    let _ = writeln!(std::io::stderr(), "Waiting for another writer to release ostree/lock{by}...");
                     said = true;
                 }
                 ofd_lock(fd, true)?;

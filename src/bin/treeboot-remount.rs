@@ -1,6 +1,8 @@
 //! treeboot-remount: after switch-root, make /sysroot, /var and /etc
-//! writable as recorded in /run/ostree-booted. Links only libc.
+//! writable as recorded in /run/ostree-booted (after a soft reboot, first
+//! make the next root's record that one). Links only libc.
 
+use treeboot::early::nextroot::Promoted;
 use treeboot::early::REMOUNT;
 use treeboot::formats::runstate::Booted;
 
@@ -16,6 +18,15 @@ fn main() {
         }
         None => "/".into(),
     };
+    // After a soft reboot: the next root's record becomes /run/ostree-booted
+    // once / is the deployment it names (early/nextroot.rs).
+    let rootp = camino::Utf8Path::new(&root);
+    match treeboot::early::nextroot::promote(camino::Utf8Path::new("/run"), rootp, &rootp.join("sysroot")) {
+        Ok(Promoted::Nothing) => {}
+        Ok(Promoted::Booted(d)) => eprintln!("treeboot-remount: soft reboot into {d}: /run/ostree-booted names it now"),
+        Ok(Promoted::Stale) => eprintln!("treeboot-remount: removed /run/ostree/nextroot-booted: it names another root than {root} (the soft reboot did not switch)"),
+        Err(e) => eprintln!("treeboot-remount: error: after a soft reboot: {e:#}"),
+    }
     let data = match std::fs::read("/run/ostree-booted") {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

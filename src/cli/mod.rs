@@ -219,6 +219,21 @@ pub enum Cmd {
     },
     /// Make the previous deployment the default.
     Rollback,
+    /// Restart userspace into a deployment with the booted kernel, without a
+    /// firmware and kernel boot (systemctl soft-reboot; docs/soft-reboot.md).
+    SoftReboot {
+        /// Deployment index, as `status` numbers them (default: the staged
+        /// one, else the default if it is not booted). A staged deployment is
+        /// finalized first.
+        #[arg(conflicts_with = "reset")]
+        index: Option<usize>,
+        /// Prepare /run/nextroot only; `systemctl soft-reboot` switches into it.
+        #[arg(long, conflicts_with = "reset")]
+        prepare_only: bool,
+        /// Take down a prepared /run/nextroot instead.
+        #[arg(long)]
+        reset: bool,
+    },
     /// Remove a deployment.
     Undeploy {
         /// Deployment index, as `status` numbers them (0 is the default).
@@ -300,7 +315,7 @@ crate::refusal!(
 /// Exit codes, the same for every binary (docs/exit-codes.md): 1 failed,
 /// 2 usage, 3 not booted from a deployment, 4 refused for an /etc merge
 /// conflict, 5 refused for lack of space in /boot, 6 a writing command
-/// not run as root.
+/// not run as root, 7 a soft reboot refused (a full reboot is needed).
 pub fn exit_code(e: &anyhow::Error) -> i32 {
     if e.downcast_ref::<NotRoot>().is_some() {
         6
@@ -310,6 +325,8 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
         4
     } else if e.downcast_ref::<crate::bootloader::kernel::NoSpace>().is_some() {
         5
+    } else if e.downcast_ref::<ops::softreboot::NotSoftRebootable>().is_some() {
+        7
     } else {
         1
     }
@@ -343,6 +360,7 @@ pub enum WriteCmd {
     LockFinalization { unlock: bool },
     SetDefault { index: usize },
     Rollback,
+    SoftReboot { index: Option<usize>, prepare_only: bool, reset: bool },
     Undeploy { index: usize },
     Pin { unpin: bool, index: usize },
     Cleanup,
@@ -366,6 +384,7 @@ impl WriteCmd {
             WriteCmd::LockFinalization { .. } => "lock-finalization",
             WriteCmd::SetDefault { .. } => "set-default",
             WriteCmd::Rollback => "rollback",
+            WriteCmd::SoftReboot { .. } => "soft-reboot",
             WriteCmd::Undeploy { .. } => "undeploy",
             WriteCmd::Pin { .. } => "pin",
             WriteCmd::Cleanup => "cleanup",
@@ -412,6 +431,7 @@ impl From<Cmd> for Route {
             Cmd::LockFinalization { unlock } => Write(WriteCmd::LockFinalization { unlock }),
             Cmd::SetDefault { index } => Write(WriteCmd::SetDefault { index }),
             Cmd::Rollback => Write(WriteCmd::Rollback),
+            Cmd::SoftReboot { index, prepare_only, reset } => Write(WriteCmd::SoftReboot { index, prepare_only, reset }),
             Cmd::Undeploy { index } => Write(WriteCmd::Undeploy { index }),
             Cmd::Pin { unpin, index } => Write(WriteCmd::Pin { unpin, index }),
             Cmd::Cleanup => Write(WriteCmd::Cleanup),

@@ -289,6 +289,19 @@ impl Report for ops::upgrade::UpgradeReport {
     }
 }
 
+impl Report for ops::softreboot::SoftRebootReport {
+    fn human(&self) -> String {
+        use ops::softreboot::SoftRebootAction as A;
+        let d = self.deployment.as_deref().unwrap_or("");
+        match self.action {
+            A::Prepared => format!("/run/nextroot is {d}: `systemctl soft-reboot` switches into it\n"),
+            A::SoftRebooting => format!("Soft-rebooting into {d}\n"),
+            A::Reset => "The prepared soft reboot was taken down\n".into(),
+            A::NothingToReset => "No soft reboot was prepared\n".into(),
+        }
+    }
+}
+
 impl Report for ops::verify::Report {
     const ANSWER: bool = true;
     fn human(&self) -> String {
@@ -323,5 +336,6 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("mark-bad", schema::<Assessed>()),
         ("assess-boot", schema::<ops::assess::BootAssessment>()),
         ("switch", schema::<ops::upgrade::UpgradeReport>()),
+        ("soft-reboot", schema::<ops::softreboot::SoftRebootReport>()),
     ]
 }

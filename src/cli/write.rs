@@ -50,6 +50,10 @@ pub fn run_writer(sysroot: &Utf8Path, cmd: WriteCmd) -> Result<i32> {
             let t = ops::lifecycle::rollback(&mut w)?;
             report(&r::NewDefault { default: name, former_index: t, changed: true, rollback: true })?;
         }
+        WriteCmd::SoftReboot { reset: true, .. } => report(&ops::softreboot::reset()?)?,
+        WriteCmd::SoftReboot { index, prepare_only, reset: false } => {
+            report(&ops::softreboot::soft_reboot(sysroot, &ops::softreboot::SoftRebootOpts { index, prepare_only })?)?;
+        }
         WriteCmd::Undeploy { index } => {
             let mut w = Writer::open(sysroot)?;
             let removed = ops::lifecycle::undeploy(&mut w, index)?;

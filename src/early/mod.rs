@@ -4,6 +4,7 @@
 
 pub mod generator;
 pub mod mount;
+pub mod nextroot;
 pub mod prepare_root;
 pub mod remount;
 

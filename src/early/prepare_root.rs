@@ -155,14 +155,7 @@ pub fn prepare_root(opts: &Options) -> Result<Booted> {
     let config = read_config(&root, drel)?;
     check_deployment(&root, drel, &config, opts.pid1)?;
     let deploy = sysroot.join(drel);
-    let st = std::fs::metadata(&deploy).with_context(|| format!("stat {deploy}"))?;
-    let mut booted = Booted {
-        backing_root_device_inode: Some((st.dev(), st.ino())),
-        sysroot_ro: config.sysroot_readonly,
-        transient_etc: None,
-        root_transient: config.root_transient,
-        composefs: false,
-    };
+    let mut booted = root_record(&deploy, &config)?;
     let mut undo = MountUndo::default();
 
     // 3. `/` private: the kernel refuses to move mounts under a shared parent.
@@ -180,25 +173,7 @@ pub fn prepare_root(opts: &Options) -> Result<Booted> {
         opts.run_dir.clone()
     };
     let run_private = run_dir.join("treeboot");
-    if config.root_transient {
-        transient_overlay(&mut undo, &run_private.join("root"), &deploy, &deploy)?;
-        std::fs::create_dir_all(deploy.join("sysroot"))?;
-    } else {
-        // 5. /usr read-only.
-        let usr = deploy.join("usr");
-        undo.mount(Some(usr.as_str()), &usr, None, MS_BIND | MS_SILENT, None)?;
-        undo.mount(Some(usr.as_str()), &usr, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_SILENT, None)?;
-    }
-    // 6. /etc.
-    let etc = deploy.join("etc");
-    if config.etc_transient {
-        std::fs::create_dir_all(&etc).ok();
-        let t = run_private.join("etc");
-        transient_overlay(&mut undo, &t, &deploy.join("usr/etc"), &etc)?;
-        booted.transient_etc = Some(t.join("upper").to_string());
-    } else if config.sysroot_readonly {
-        undo.mount(Some(etc.as_str()), &etc, None, MS_BIND | MS_SILENT, None)?;
-    }
+    booted.transient_etc = mount_tree(&mut undo, &deploy, &deploy, &config, &run_private)?;
     // 7. /var without systemd.
     if opts.bind_var {
         let var_src = sysroot.join(format!("ostree/deploy/{}/var", r.stateroot));
@@ -207,7 +182,7 @@ pub fn prepare_root(opts: &Options) -> Result<Booted> {
     }
     // 8. The record tools read to find the booted deployment, and the
     //    markers that say treeboot prepared this root.
-    write_booted(&run_dir, &booted)?;
+    write_booted_as(&run_dir, BOOTED, &booted)?;
     write_markers(&run_dir, drel)?;
     if opts.pid1 {
         // 9. (PID 1) The deployment becomes / and the physical root, the
@@ -220,7 +195,7 @@ pub fn prepare_root(opts: &Options) -> Result<Booted> {
     }
     // 9. The deployment onto SYSROOT, the physical root under it.
     if let Err(e) = move_onto_sysroot(sysroot, &deploy) {
-        let _ = std::fs::remove_file(run_dir.join("ostree-booted"));
+        let _ = std::fs::remove_file(run_dir.join(BOOTED));
         remove_markers(&run_dir);
         return Err(e.context(format!("Moving the deployment onto {sysroot}")));
     }
@@ -230,9 +205,57 @@ pub fn prepare_root(opts: &Options) -> Result<Booted> {
     Ok(booted)
 }
 
+/// The record of a root built from `deploy` with `config` (its
+/// `transient_etc` is filled in by [`mount_tree`]).
+pub(crate) fn root_record(deploy: &Utf8Path, config: &PrepareRootConfig) -> Result<Booted> {
+    let st = std::fs::metadata(deploy).with_context(|| format!("stat {deploy}"))?;
+    Ok(Booted {
+        backing_root_device_inode: Some((st.dev(), st.ino())),
+        sysroot_ro: config.sysroot_readonly,
+        transient_etc: None,
+        root_transient: config.root_transient,
+        composefs: false,
+    })
+}
+
+/// Steps 5 and 6 on `target`, where the deployment `deploy` is bound
+/// already: the deployment itself in the initramfs, `/run/nextroot` for a
+/// soft reboot ([`super::nextroot`]), so that both build the same root.
+/// Transient layers get their tmpfs under `run_private`; returns the upper
+/// directory of a transient `/etc`.
+pub(crate) fn mount_tree(
+    undo: &mut MountUndo,
+    deploy: &Utf8Path,
+    target: &Utf8Path,
+    config: &PrepareRootConfig,
+    run_private: &Utf8Path,
+) -> Result<Option<String>> {
+    if config.root_transient {
+        transient_overlay(undo, &run_private.join("root"), deploy, target)?;
+        std::fs::create_dir_all(target.join("sysroot"))?;
+    } else {
+        // 5. /usr read-only.
+        let usr = target.join("usr");
+        undo.mount(Some(usr.as_str()), &usr, None, MS_BIND | MS_SILENT, None)?;
+        undo.mount(Some(usr.as_str()), &usr, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_SILENT, None)?;
+    }
+    // 6. /etc.
+    let etc = target.join("etc");
+    if config.etc_transient {
+        std::fs::create_dir_all(&etc).ok();
+        let t = run_private.join("etc");
+        transient_overlay(undo, &t, &target.join("usr/etc"), &etc)?;
+        return Ok(Some(t.join("upper").to_string()));
+    }
+    if config.sysroot_readonly {
+        undo.mount(Some(etc.as_str()), &etc, None, MS_BIND | MS_SILENT, None)?;
+    }
+    Ok(None)
+}
+
 /// What the deployment must have for the mounts that follow: /usr, and the
 /// mount points the configuration needs.
-fn check_deployment(root: &Dir, drel: &Utf8Path, config: &PrepareRootConfig, pid1: bool) -> Result<()> {
+pub(crate) fn check_deployment(root: &Dir, drel: &Utf8Path, config: &PrepareRootConfig, pid1: bool) -> Result<()> {
     require_dir(root, &drel.join("usr"), "the deployment has no /usr")?;
     if !config.root_transient {
         require_dir(root, &drel.join("sysroot"), "the deployment has no /sysroot mount point")?;
@@ -273,7 +296,7 @@ fn move_onto_sysroot(sysroot: &Utf8Path, deploy: &Utf8Path) -> Result<()> {
 
 /// Step 10: the physical root, now at `inner`: read-only if asked, and
 /// private so that mounts under /var do not propagate into it.
-fn finish_sysroot(inner: &Utf8Path, readonly: bool) -> Result<()> {
+pub(crate) fn finish_sysroot(inner: &Utf8Path, readonly: bool) -> Result<()> {
     if readonly {
         super::mount::mount(Some(inner.as_str()), inner, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_SILENT, None)
             .context("Making /sysroot read-only")?;
@@ -312,7 +335,7 @@ pub const PREPARED_MARKER: &str = "treeboot/prepared-root";
 /// boot.mount and the remount (docs/coexistence.md).
 pub const OSTREE_GENERATOR_OFF: &str = "ostree/initramfs-mount-var";
 
-fn write_markers(run_dir: &Utf8Path, deployment: &Utf8Path) -> Result<()> {
+pub(crate) fn write_markers(run_dir: &Utf8Path, deployment: &Utf8Path) -> Result<()> {
     for (rel, text) in [(PREPARED_MARKER, format!("/{deployment}\n")), (OSTREE_GENERATOR_OFF, String::new())] {
         let p = run_dir.join(rel);
         std::fs::create_dir_all(p.parent().unwrap_or(run_dir)).with_context(|| format!("Creating the parent of {p}"))?;
@@ -327,10 +350,18 @@ fn remove_markers(run_dir: &Utf8Path) {
     }
 }
 
-fn write_booted(run_dir: &Utf8Path, b: &Booted) -> Result<()> {
+/// `/run/ostree-booted`, relative to the run directory.
+pub const BOOTED: &str = "ostree-booted";
+
+/// Write a record of the root (`ostree-booted`, or a soft reboot's
+/// `ostree/nextroot-booted`) under `run_dir`, atomically.
+pub(crate) fn write_booted_as(run_dir: &Utf8Path, name: &str, b: &Booted) -> Result<()> {
     std::fs::create_dir_all(run_dir)?;
     let d = Dir::open_ambient_dir(run_dir, cap_std::ambient_authority())?;
     use cap_std_ext::cap_std::fs::{Permissions, PermissionsExt};
-    d.atomic_write_with_perms("ostree-booted", b.serialize(), Permissions::from_mode(0o644))
-        .with_context(|| format!("Writing {run_dir}/ostree-booted"))
+    if let Some(parent) = Utf8Path::new(name).parent().filter(|p| !p.as_str().is_empty()) {
+        d.create_dir_all(parent)?;
+    }
+    d.atomic_write_with_perms(name, b.serialize(), Permissions::from_mode(0o644))
+        .with_context(|| format!("Writing {run_dir}/{name}"))
 }

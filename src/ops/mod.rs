@@ -8,6 +8,7 @@ pub mod diff;
 pub mod health;
 pub mod init;
 pub mod lifecycle;
+pub mod softreboot;
 pub mod stage;
 pub mod status;
 pub mod upgrade;

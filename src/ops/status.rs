@@ -73,6 +73,15 @@ pub struct DeploymentStatus {
     /// permanent rollback or `mark-bad`), until the deployment is blessed
     /// or removed.
     pub boot_failure: Option<crate::sysroot::BootFailure>,
+    /// Whether `treeboot soft-reboot` can switch to it without a full
+    /// reboot: the booted kernel, initramfs, kernel arguments and stateroot
+    /// (bootc's `softRebootCapable`). Null for the booted deployment, and
+    /// when not booted from this sysroot.
+    pub soft_reboot_capable: Option<bool>,
+    /// Why not, when `soft_reboot_capable` is false.
+    pub soft_reboot_blocker: Option<String>,
+    /// /run/nextroot is prepared from it: `systemctl soft-reboot` switches into it.
+    pub soft_reboot_target: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
@@ -149,6 +158,8 @@ pub fn status(sysroot: &Sysroot) -> Result<Status> {
     // before counting). A repository config that does not parse is said by
     // every writer; status shows what it can.
     let counting = crate::sysroot::opts::SysrootOpts::load(&sysroot.root).is_ok_and(|o| o.boot_counting_tries > 0);
+    // A prepared soft reboot names its root by device and inode.
+    let nextroot = sysroot.run.nextroot_booted().ok().flatten().and_then(|b| b.backing_root_device_inode);
     let mut out = Vec::new();
     let off = sysroot.staged.is_some() as usize;
     for d in sysroot.listed() {
@@ -164,6 +175,11 @@ pub fn status(sysroot: &Sysroot) -> Result<Status> {
             None if counting => Some(AssessState::Blessed),
             None => None,
         };
+        let soft_blocker = booted.filter(|b| !b.same(d)).map(|b| super::softreboot::blocker(b, d));
+        let soft_reboot_target = nextroot.is_some() && sysroot.root.metadata(d.path()).is_ok_and(|m| {
+            use cap_std_ext::cap_std::fs::MetadataExt;
+            Some((m.dev(), m.ino())) == nextroot
+        });
         out.push(DeploymentStatus {
             index,
             stateroot: d.stateroot.clone(),
@@ -193,6 +209,9 @@ pub fn status(sysroot: &Sysroot) -> Result<Status> {
             boot_tries_done: tries.map(|t| t.1),
             boot_assessment,
             boot_failure: d.boot_failure(),
+            soft_reboot_capable: soft_blocker.as_ref().map(Option::is_none),
+            soft_reboot_blocker: soft_blocker.flatten(),
+            soft_reboot_target,
         });
     }
     let staged_locked = sysroot.staged.is_some().then_some(sysroot.locked);
@@ -273,6 +292,9 @@ pub fn render(s: &Status, verbose: bool, styled: bool) -> String {
         if d.finalization_locked {
             flags.push("finalization locked");
         }
+        if d.soft_reboot_target {
+            flags.push("soft-reboot target");
+        }
         let flags = if flags.is_empty() { String::new() } else { format!(" ({})", flags.join(", ")) };
         let _ = writeln!(out, "{mark} {} {} {}.{}{flags}", d.index, d.stateroot, d.checksum, d.serial);
         match (&d.version, d.timestamp) {
@@ -315,6 +337,17 @@ pub fn render(s: &Status, verbose: bool, styled: bool) -> String {
             let _ = writeln!(out, "    Boot tries: {left} left, {done} failed ({state})");
         } else if d.boot_assessment == Some(AssessState::Blessed) {
             out.push_str("    Boot assessment: blessed\n");
+        }
+        // Said of what boots next, when it is not what runs.
+        if next.is_some_and(|n| n.index == d.index) {
+            match (d.soft_reboot_capable, &d.soft_reboot_blocker) {
+                _ if d.soft_reboot_target => out.push_str("    Soft reboot: prepared (`systemctl soft-reboot` switches into it)\n"),
+                (Some(true), _) => out.push_str("    Soft reboot: possible (`treeboot soft-reboot`)\n"),
+                (Some(false), Some(why)) => {
+                    let _ = writeln!(out, "    Soft reboot: not possible, {why}");
+                }
+                _ => {}
+            }
         }
         if let Some(f) = &d.boot_failure {
             let _ = writeln!(out, "    Boot assessment failed at {} after {} tries: {}", f.time, f.tries, f.reason);

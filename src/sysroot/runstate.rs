@@ -22,6 +22,8 @@ use crate::formats::runstate::{Booted, Staged};
 pub const BOOTED: &str = "/run/ostree-booted";
 pub const STAGED: &str = "/run/ostree/staged-deployment";
 pub const STAGED_LOCKED: &str = "/run/ostree/staged-deployment-locked";
+/// A prepared soft reboot's next root (libostree's name).
+pub const NEXTROOT_BOOTED: &str = "/run/ostree/nextroot-booted";
 /// boot-complete's copy of a reported failure, shown by status until the
 /// next reboot.
 pub const FAILURE_RUN_COPY: &str = "/run/treeboot/last-finalize-failure";
@@ -98,6 +100,16 @@ impl RunState {
     pub fn booted(&self) -> Result<Option<Booted>> {
         match self.read(BOOTED)? {
             Some(d) => Ok(Some(Booted::parse(&d).map_err(|e| anyhow!("{BOOTED}: {e}"))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// `/run/ostree/nextroot-booted`: the root a prepared soft reboot
+    /// switches into (written by [`crate::early::nextroot::prepare`]).
+    #[context("Reading the soft reboot's record")]
+    pub fn nextroot_booted(&self) -> Result<Option<Booted>> {
+        match self.read(NEXTROOT_BOOTED)? {
+            Some(d) => Ok(Some(Booted::parse(&d).map_err(|e| anyhow!("{NEXTROOT_BOOTED}: {e}"))?)),
             None => Ok(None),
         }
     }

@@ -1,0 +1,178 @@
+//! A soft reboot's next root: `/run/nextroot`, which `systemctl
+//! soft-reboot` (systemd >= 254) switches into without a firmware or kernel
+//! boot.
+//!
+//! [`prepare`] builds it with prepare-root's own steps ([`mount_tree`]), so
+//! a soft-rebooted system has the mounts a booted one has: the deployment,
+//! `/usr` read-only, `/etc` as prepare-root.conf says, and the physical
+//! root at `sysroot` inside (read-only when `[sysroot] readonly`). `/var`
+//! and `/boot` are left to the generator, which systemd runs again in the
+//! new root, as at every boot.
+//!
+//! The record of the new root is written as `/run/ostree/nextroot-booted`,
+//! libostree's name for it, not over `/run/ostree-booted`: until the switch
+//! the old deployment is still the one running. systemd carries `/run`
+//! across a soft reboot, and there [`promote`] (treeboot-remount, early in
+//! the new root) renames it over `/run/ostree-booted` once `/` is the
+//! deployment it names; a soft reboot that did not switch leaves a record
+//! that names another root, which it removes.
+
+use std::os::unix::fs::MetadataExt;
+
+use anyhow::{bail, Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use cap_std_ext::cap_std::{self, fs::Dir};
+
+use super::mount::{is_mountpoint, umount_detach, MountUndo, MS_BIND, MS_SILENT};
+use super::prepare_root::{check_deployment, finish_sysroot, mount_tree, read_config, root_record, write_booted_as, write_markers, BOOTED};
+use crate::formats::runstate::Booted;
+
+/// Where systemd looks for the next root, relative to `/run`.
+pub const NEXTROOT: &str = "nextroot";
+/// The next root's record, relative to `/run` (libostree's name).
+pub const NEXTROOT_BOOTED: &str = "ostree/nextroot-booted";
+/// The tmpfs of the next root's transient layers, relative to `/run`.
+const NEXTROOT_PRIVATE: &str = "treeboot/nextroot";
+
+/// Build `RUN/nextroot` from the deployment `deployment` (relative to the
+/// sysroot mounted at `sysroot`) and write `RUN/ostree/nextroot-booted`.
+/// A failure undoes every mount made and writes no record.
+pub fn prepare(sysroot: &Utf8Path, deployment: &Utf8Path, run_dir: &Utf8Path) -> Result<Booted> {
+    let root = Dir::open_ambient_dir(sysroot, cap_std::ambient_authority()).with_context(|| format!("Opening the sysroot {sysroot}"))?;
+    let config = read_config(&root, deployment)?;
+    check_deployment(&root, deployment, &config, false)?;
+    let deploy = sysroot.join(deployment);
+    let target = run_dir.join(NEXTROOT);
+    if is_mountpoint(&target) {
+        bail!("{target} is prepared already: `treeboot soft-reboot --reset` first");
+    }
+    std::fs::create_dir_all(&target).with_context(|| format!("Creating {target}"))?;
+    let mut record = root_record(&deploy, &config)?;
+    let mut undo = MountUndo::default();
+    undo.mount(Some(deploy.as_str()), &target, None, MS_BIND | MS_SILENT, None)?;
+    record.transient_etc = mount_tree(&mut undo, &deploy, &target, &config, &run_dir.join(NEXTROOT_PRIVATE))?;
+    // The physical root, as prepare-root leaves it at /sysroot (without
+    // what is mounted below it: /boot and /var are mounted again anew).
+    let inner = target.join("sysroot");
+    undo.mount(Some(sysroot.as_str()), &inner, None, MS_BIND | MS_SILENT, None)?;
+    finish_sysroot(&inner, config.sysroot_readonly)?;
+    write_booted_as(run_dir, NEXTROOT_BOOTED, &record)?;
+    undo.commit();
+    Ok(record)
+}
+
+/// Undo [`prepare`]: unmount `RUN/nextroot` and what is below it, and
+/// remove the record. Returns whether there was anything to undo.
+pub fn reset(run_dir: &Utf8Path) -> Result<bool> {
+    let mut did = false;
+    for rel in [NEXTROOT, NEXTROOT_PRIVATE] {
+        let t = run_dir.join(rel);
+        // Lazily, with everything mounted below it (the kernel detaches the
+        // whole tree), so that a busy file does not keep it.
+        while is_mountpoint(&t) {
+            umount_detach(&t).with_context(|| format!("Unmounting {t}"))?;
+            did = true;
+        }
+    }
+    match std::fs::remove_file(run_dir.join(NEXTROOT_BOOTED)) {
+        Ok(()) => did = true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("Removing {run_dir}/{NEXTROOT_BOOTED}")),
+    }
+    Ok(did)
+}
+
+/// The next root's record, when a soft reboot is prepared.
+pub fn prepared(run_dir: &Utf8Path) -> Result<Option<Booted>> {
+    let p = run_dir.join(NEXTROOT_BOOTED);
+    match std::fs::read(&p) {
+        Ok(d) => Booted::parse(&d).map(Some).map_err(|e| anyhow::anyhow!("{p}: {e}")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("Reading {p}")),
+    }
+}
+
+/// What [`promote`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Promoted {
+    /// No soft reboot was prepared.
+    Nothing,
+    /// `root` is the deployment the record names: it is `ostree-booted` now.
+    Booted(Utf8PathBuf),
+    /// The record names another root (the soft reboot did not switch): removed.
+    Stale,
+}
+
+/// After a soft reboot, early in the new root (treeboot-remount): make the
+/// next root's record `RUN/ostree-booted` when `root` (`/`) is the
+/// deployment it names. `sysroot` is the physical root (`/sysroot`).
+pub fn promote(run_dir: &Utf8Path, root: &Utf8Path, sysroot: &Utf8Path) -> Result<Promoted> {
+    let Some(rec) = prepared(run_dir)? else {
+        return Ok(Promoted::Nothing);
+    };
+    let st = std::fs::metadata(root).with_context(|| format!("stat {root}"))?;
+    let from = run_dir.join(NEXTROOT_BOOTED);
+    if rec.backing_root_device_inode != Some((st.dev(), st.ino())) {
+        std::fs::remove_file(&from).with_context(|| format!("Removing {from}"))?;
+        return Ok(Promoted::Stale);
+    }
+    // The deployment's path, for the marker.
+    let deployment = find_deployment(sysroot, (st.dev(), st.ino()));
+    std::fs::rename(&from, run_dir.join(BOOTED)).with_context(|| format!("Renaming {from} to {run_dir}/{BOOTED}"))?;
+    if let Some(d) = &deployment {
+        write_markers(run_dir, d)?;
+    }
+    Ok(Promoted::Booted(deployment.unwrap_or_else(|| root.to_owned())))
+}
+
+/// `ostree/deploy/$stateroot/deploy/$name` under `sysroot` with this
+/// (dev, ino), if any.
+fn find_deployment(sysroot: &Utf8Path, devino: (u64, u64)) -> Option<Utf8PathBuf> {
+    let states = std::fs::read_dir(sysroot.join("ostree/deploy")).ok()?;
+    for os in states.flatten() {
+        let dir = Utf8PathBuf::from(format!("ostree/deploy/{}/deploy", os.file_name().to_string_lossy()));
+        for d in std::fs::read_dir(sysroot.join(&dir)).into_iter().flatten().flatten() {
+            if let Ok(m) = d.metadata() {
+                if m.is_dir() && (m.dev(), m.ino()) == devino {
+                    return Some(dir.join(d.file_name().to_string_lossy().as_ref()));
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record_for(path: &Utf8Path) -> Booted {
+        let m = std::fs::metadata(path).unwrap();
+        Booted { backing_root_device_inode: Some((m.dev(), m.ino())), ..Default::default() }
+    }
+
+    #[test]
+    fn promote_renames_the_record_of_the_root_it_names() {
+        let t = tempfile::tempdir().unwrap();
+        let base = Utf8Path::from_path(t.path()).unwrap();
+        let run = base.join("run");
+        let phys = base.join("sysroot");
+        let dep = phys.join("ostree/deploy/os/deploy/abc.0");
+        std::fs::create_dir_all(&dep).unwrap();
+        std::fs::create_dir_all(&run).unwrap();
+        assert_eq!(promote(&run, &dep, &phys).unwrap(), Promoted::Nothing);
+        write_booted_as(&run, BOOTED, &Booted::default()).unwrap();
+        write_booted_as(&run, NEXTROOT_BOOTED, &record_for(&dep)).unwrap();
+        // The root is another directory: the record is stale, ostree-booted stays.
+        assert_eq!(promote(&run, &phys, &phys).unwrap(), Promoted::Stale);
+        assert!(!run.join(NEXTROOT_BOOTED).exists());
+        assert_eq!(Booted::parse(&std::fs::read(run.join(BOOTED)).unwrap()).unwrap(), Booted::default());
+        // The root is the deployment named.
+        write_booted_as(&run, NEXTROOT_BOOTED, &record_for(&dep)).unwrap();
+        let p = promote(&run, &dep, &phys).unwrap();
+        assert_eq!(p, Promoted::Booted("ostree/deploy/os/deploy/abc.0".into()));
+        assert!(!run.join(NEXTROOT_BOOTED).exists());
+        assert_eq!(Booted::parse(&std::fs::read(run.join(BOOTED)).unwrap()).unwrap(), record_for(&dep));
+        assert_eq!(std::fs::read_to_string(run.join(super::super::prepare_root::PREPARED_MARKER)).unwrap(), "/ostree/deploy/os/deploy/abc.0\n");
+    }
+}

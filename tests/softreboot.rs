@@ -1,0 +1,144 @@
+//! `treeboot soft-reboot`: the next root is built for real in a private mount
+//! namespace (with a private /run), checked as the new userspace would see
+//! it, and handed over as treeboot-remount does after `systemctl
+//! soft-reboot`; refusals change nothing.
+
+mod common;
+use common::*;
+
+const REMOUNT: &str = env!("CARGO_BIN_EXE_treeboot-remount");
+
+fn booted_on_v1(s: &Scratch) -> std::path::PathBuf {
+    let root = sysroot_with_commits(s);
+    run(tb(&root).args(["deploy", "--karg", "root=LABEL=root", "testos/v1"]));
+    root
+}
+
+fn ns(root: &std::path::Path, script: &str) -> (String, String) {
+    let (ok, out, err) = in_booted_namespace(root, 0, &script.replace("$REMOUNT", REMOUNT));
+    assert!(ok, "script failed:\nstdout:\n{out}\nstderr:\n{err}");
+    (out, err)
+}
+
+fn field<'a>(doc: &'a serde_json::Value, version: &str, key: &str) -> &'a serde_json::Value {
+    let d = doc["deployments"].as_array().unwrap().iter().find(|d| d["version"] == version).unwrap();
+    &d[key]
+}
+
+#[test]
+fn a_staged_update_with_the_booted_kernel_soft_reboots_into_its_root() {
+    let s = Scratch::new("soft");
+    let root = booted_on_v1(&s);
+    let etc = deployment_dir(&root, 0).join("etc");
+    let (out, _) = ns(&root, &format!(r#"
+$TB --sysroot $S stage testos/v2
+echo "edited after staging" > {etc}/motd
+$TB --sysroot $S status --json > /tmp/st1.$$
+$TB --sysroot $S status > /tmp/st1.txt.$$
+$TB --sysroot $S soft-reboot --prepare-only --json > /tmp/sr.$$
+echo "--- status before"; cat /tmp/st1.$$
+echo "--- text before"; cat /tmp/st1.txt.$$
+echo "--- report"; cat /tmp/sr.$$
+echo "--- status prepared"; $TB --sysroot $S status --json
+echo "--- text prepared"; $TB --sysroot $S status
+echo "--- next root"
+rm -f /tmp/*.$$
+findmnt -no TARGET /run/nextroot
+touch /run/nextroot/usr/x 2>/dev/null && echo "usr: writable" || echo "usr: read-only"
+touch /run/nextroot/etc/written && echo "etc: writable"
+echo "motd: $(cat /run/nextroot/etc/motd)"
+echo "hello: $(cat /run/nextroot/usr/bin/hello)"
+test -d /run/nextroot/sysroot/ostree/deploy/testos && echo "sysroot: the physical root"
+test -e /run/ostree/nextroot-booted && echo "record: written"
+test ! -e /run/ostree/staged-deployment && echo "staged: finalized"
+echo "--- switched"
+$REMOUNT --root /run/nextroot
+test ! -e /run/ostree/nextroot-booted && echo "record: promoted"
+$TB --sysroot $S status --json
+"#, etc = etc.display()));
+    let part = |a: &str, b: &str| out.split(a).nth(1).unwrap().split(b).next().unwrap().to_string();
+    let before: serde_json::Value = serde_json::from_str(&part("--- status before", "--- text before")).unwrap();
+    assert_eq!(field(&before, "2.0", "staged"), true);
+    assert_eq!(field(&before, "2.0", "soft_reboot_capable"), true, "{before}");
+    assert!(field(&before, "1.0", "soft_reboot_capable").is_null(), "the booted one");
+    assert!(part("--- text before", "--- report").contains("Soft reboot: possible"), "{out}");
+    let report: serde_json::Value = serde_json::from_str(&part("--- report", "--- status prepared")).unwrap();
+    assert_eq!(report["action"], "prepared");
+    assert_eq!(report["finalized"], true);
+    assert_eq!(report["default"], true);
+    // Finalized: v2 is the default, v1 still booted; the next root is v2's.
+    let prepared: serde_json::Value = serde_json::from_str(&part("--- status prepared", "--- text prepared")).unwrap();
+    assert_eq!(field(&prepared, "2.0", "default"), true);
+    assert_eq!(field(&prepared, "2.0", "soft_reboot_target"), true);
+    assert_eq!(field(&prepared, "1.0", "booted"), true);
+    let text = part("--- text prepared", "--- next root");
+    assert!(text.contains("(pending, default, soft-reboot target)") && text.contains("Soft reboot: prepared"), "{text}");
+    let next = part("--- next root", "--- switched");
+    for want in ["/run/nextroot\n", "usr: read-only", "etc: writable", "motd: edited after staging", "hello: hello 2.0", "sysroot: the physical root", "record: written", "staged: finalized"] {
+        assert!(next.contains(want), "{want:?} in:\n{next}");
+    }
+    // After the switch, treeboot-remount makes the record /run/ostree-booted.
+    let after = part("--- switched", "\u{0}");
+    assert!(after.contains("record: promoted"), "{out}");
+    let st: serde_json::Value = serde_json::from_str(after.split_once("record: promoted").unwrap().1).unwrap();
+    assert_eq!(field(&st, "2.0", "booted"), true, "{st}");
+    assert_eq!(field(&st, "1.0", "booted"), false);
+    assert_eq!(field(&st, "2.0", "soft_reboot_target"), false);
+}
+
+#[test]
+fn another_kernel_is_refused_and_nothing_changes() {
+    let s = Scratch::new("softk");
+    let root = booted_on_v1(&s);
+    let (out, _) = ns(&root, r#"
+$TB --sysroot $S stage testos/v3
+before=$(cd $S && find boot ostree/boot.* -printf '%p %l\n' | sort | md5sum)
+set +e
+$TB --sysroot $S soft-reboot --prepare-only 2>/tmp/err.$$
+echo "exit=$?"
+set -e
+cat /tmp/err.$$; rm /tmp/err.$$
+after=$(cd $S && find boot ostree/boot.* -printf '%p %l\n' | sort | md5sum)
+[ "$before" = "$after" ] && echo "boot: unchanged"
+test -e /run/ostree/staged-deployment && echo "still staged"
+findmnt /run/nextroot >/dev/null || echo "no next root"
+test ! -e /run/ostree/nextroot-booted && echo "no record"
+$TB --sysroot $S status
+echo "--- nothing staged"
+$TB --sysroot $S undeploy 0 >/dev/null
+set +e
+$TB --sysroot $S soft-reboot --prepare-only 2>&1
+echo "exit=$?"
+"#);
+    for want in ["exit=7", "cannot soft-reboot into testos/", "its kernel or initramfs differs from the booted one", "boot: unchanged", "still staged", "no next root", "no record", "Soft reboot: not possible, its kernel or initramfs differs"] {
+        assert!(out.contains(want), "{want:?} in:\n{out}");
+    }
+    let tail = out.split("--- nothing staged").nth(1).unwrap();
+    assert!(tail.contains("nothing is staged and the default deployment is the booted one") && tail.contains("exit=7"), "{tail}");
+}
+
+#[test]
+fn reset_takes_the_prepared_root_down_and_a_stale_record_is_dropped() {
+    let s = Scratch::new("softr");
+    let root = booted_on_v1(&s);
+    let (out, _) = ns(&root, r#"
+$TB --sysroot $S deploy --retain testos/v2 >/dev/null
+$TB --sysroot $S soft-reboot --prepare-only 0
+findmnt /run/nextroot >/dev/null && echo "prepared"
+# Prepared again (another try): the first root is taken down first.
+$TB --sysroot $S soft-reboot --prepare-only 0 >/dev/null
+test "$(findmnt -n /run/nextroot | wc -l)" = 1 && echo "one next root"
+$TB --sysroot $S soft-reboot --reset
+findmnt /run/nextroot >/dev/null || echo "unmounted"
+test ! -e /run/ostree/nextroot-booted && echo "record removed"
+$TB --sysroot $S soft-reboot --reset
+# A soft reboot that did not switch: the record names another root.
+$TB --sysroot $S soft-reboot --prepare-only 0 >/dev/null
+$REMOUNT --root / 2>&1 | grep -o "removed /run/ostree/nextroot-booted" || true
+test ! -e /run/ostree/nextroot-booted && echo "stale record dropped"
+$TB --sysroot $S status --json | python3 -c 'import json,sys; d=json.load(sys.stdin)["deployments"]; print("booted", [x["version"] for x in d if x["booted"]])'
+"#);
+    for want in ["prepared", "one next root", "The prepared soft reboot was taken down", "unmounted", "record removed", "No soft reboot was prepared", "removed /run/ostree/nextroot-booted", "stale record dropped", "booted ['1.0']"] {
+        assert!(out.contains(want), "{want:?} in:\n{out}");
+    }
+}

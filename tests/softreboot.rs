@@ -142,3 +142,48 @@ $TB --sysroot $S status --json | python3 -c 'import json,sys; d=json.load(sys.st
         assert!(out.contains(want), "{want:?} in:\n{out}");
     }
 }
+
+#[test]
+fn switch_apply_soft_reboots_when_it_can_and_auto_falls_back_to_a_full_reboot() {
+    let s = Scratch::new("softup");
+    let root = booted_on_v1(&s);
+    // systemctl that only says what it was asked; a systemd with
+    // soft-reboot.target (this host's is older), in the namespace only.
+    let fake = s.join("fakebin");
+    write(&fake.join("systemctl"), &format!("#!/bin/sh\necho \"$@\" >> {}/called\n", fake.display()));
+    run(std::process::Command::new("chmod").arg("+x").arg(fake.join("systemctl")));
+    let (out, _) = ns(&root, &format!(r#"
+mount -t tmpfs units /usr/lib/systemd/system && touch /usr/lib/systemd/system/soft-reboot.target
+export PATH={fake}:$PATH
+$TB --sysroot $S --json switch --apply --soft-reboot=required testos/v2 > /tmp/sw.$$
+echo "--- switched"; cat /tmp/sw.$$; rm /tmp/sw.$$
+echo "--- called"; cat {fake}/called; rm {fake}/called
+findmnt /run/nextroot >/dev/null && echo "next root prepared"
+cat /run/nextroot/usr/bin/hello
+$TB --sysroot $S soft-reboot --reset >/dev/null
+set +e
+$TB --sysroot $S switch --apply --soft-reboot=required testos/v3 2>/tmp/err.$$
+echo "required: exit=$?"
+set -e
+cat /tmp/err.$$
+test ! -e {fake}/called && echo "nothing called"
+$TB --sysroot $S switch --apply --soft-reboot=auto testos/v3
+echo "--- called"; cat {fake}/called
+echo "--- status"; $TB --sysroot $S status --json
+"#, fake = fake.display()));
+    let doc: serde_json::Value = serde_json::from_str(out.split("--- switched").nth(1).unwrap().split("--- called").next().unwrap()).unwrap();
+    assert_eq!(doc["action"], "staged", "{doc}");
+    assert_eq!(doc["reboot"], true);
+    assert_eq!(doc["soft_reboot"], true);
+    for want in ["--- called\nsoft-reboot --no-block\n", "next root prepared", "hello 2.0", "required: exit=7", "its kernel or initramfs differs", "nothing called", "No soft reboot: cannot soft-reboot into", "Rebooting to apply the update"] {
+        assert!(out.contains(want), "{want:?} in:\n{out}");
+    }
+    let (rest, st) = out.split_once("--- status").unwrap();
+    assert!(rest.trim_end().ends_with("--- called\nreboot"), "auto: a full reboot\n{out}");
+    // v2 was applied by the soft reboot; v3 is staged for the full one.
+    let st: serde_json::Value = serde_json::from_str(st).unwrap();
+    assert_eq!(st["deployments"][0]["staged"], true);
+    assert_eq!(st["deployments"][0]["version"], "3.0");
+    assert_eq!(st["deployments"][1]["version"], "2.0");
+    assert_eq!(st["deployments"][1]["default"], true);
+}

@@ -92,6 +92,9 @@ pub struct UpgradeArgs {
     /// Stage the update (or unlock the one downloaded) and reboot into it.
     #[arg(long, conflicts_with = "deploy")]
     pub apply: bool,
+    /// With --apply: a soft reboot (systemctl soft-reboot) when the update keeps the booted kernel and arguments; `auto` reboots fully otherwise, `required` refuses (exit 7).
+    #[arg(long, value_enum, value_name = "WHEN", requires = "apply")]
+    pub soft_reboot: Option<ops::softreboot::SoftRebootMode>,
     /// Write the new deployment now instead of staging it (for a sysroot that is not booted).
     #[arg(long, conflicts_with = "stage")]
     pub deploy: bool,
@@ -116,6 +119,7 @@ impl UpgradeArgs {
             deploy: self.deploy,
             allow_downgrade: self.allow_downgrade,
             switch_to,
+            soft_reboot: self.soft_reboot,
         }
     }
 }

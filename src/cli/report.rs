@@ -276,7 +276,11 @@ impl Report for ops::upgrade::UpgradeReport {
             Action::Staged => format!(
                 "Staged the update {new} of {}: {what}; it is applied at shutdown{}\n",
                 self.refspec,
-                if self.reboot { " (rebooting now)" } else { "" }
+                match (self.reboot, self.soft_reboot) {
+                    (true, true) => " (soft-rebooting now: it was applied already)",
+                    (true, false) => " (rebooting now)",
+                    _ => "",
+                }
             ),
             Action::StagedLocked => format!(
                 "Downloaded and staged the update {new} of {}: {what}; `treeboot upgrade --apply` applies it (finalization is locked until then)\n",

@@ -109,7 +109,12 @@ pub fn run_writer(sysroot: &Utf8Path, cmd: WriteCmd) -> Result<i32> {
                     Policy::Apply => o.apply = true,
                 }
             }
-            let u = ops::upgrade::upgrade(&mut w, &o)?;
+            let mut u = ops::upgrade::upgrade(&mut w, &o)?;
+            // Rebooted with the lock released: finalize takes it.
+            drop(w);
+            if u.reboot {
+                u.soft_reboot = ops::upgrade::apply(sysroot, o.soft_reboot)?;
+            }
             report(&u)?;
             if o.check && u.action == ops::upgrade::Action::NoUpdate {
                 return Ok(NO_UPDATE);

@@ -17,6 +17,15 @@ use super::stage::{self, NotBooted};
 use crate::early::nextroot;
 use crate::sysroot::{Deployment, Sysroot};
 
+/// `upgrade --apply --soft-reboot=WHEN`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SoftRebootMode {
+    /// A soft reboot when the update allows it, else a full reboot.
+    Auto,
+    /// A soft reboot, or nothing (exit 7) when the update does not allow it.
+    Required,
+}
+
 /// Where systemd keeps the state of a run: `/run/nextroot` lives there.
 pub const RUN: &str = "/run";
 
@@ -148,7 +157,7 @@ pub fn soft_reboot(sysroot: &Utf8Path, opts: &SoftRebootOpts) -> Result<SoftRebo
     let run = Utf8Path::new(RUN);
     // A root prepared before (another target, or a try that failed) goes first.
     nextroot::reset(run)?;
-    nextroot::prepare(&s.path, &target.path(), run).with_context(|| format!("Preparing {RUN}/{} from {name}", nextroot::NEXTROOT))?;
+    nextroot::prepare(physical_root(&s.path), &target.path(), run).with_context(|| format!("Preparing {RUN}/{} from {name}", nextroot::NEXTROOT))?;
     crate::say!("Prepared {RUN}/{} from {name}", nextroot::NEXTROOT);
     if !default {
         crate::warn!("{name} is not the default deployment: a full reboot later boots the default");
@@ -156,9 +165,14 @@ pub fn soft_reboot(sysroot: &Utf8Path, opts: &SoftRebootOpts) -> Result<SoftRebo
     if opts.prepare_only {
         return Ok(SoftRebootReport { action: SoftRebootAction::Prepared, deployment: Some(name), finalized, default });
     }
-    let st = std::process::Command::new("systemctl").arg("soft-reboot").status();
+    // --no-block: the job is queued and systemctl returns; stopping the
+    // units (this command's caller among them, perhaps) follows.
+    let st = std::process::Command::new("systemctl").args(["soft-reboot", "--no-block"]).status();
     match st {
         Ok(st) if st.success() => {}
+        // Killed by a signal: the soft reboot that stops everything is
+        // under way; the prepared root must stay.
+        Ok(st) if st.code().is_none() => {}
         other => {
             // Nothing half-done is left: the prepared root goes; the list
             // (finalized or not) boots as it says at the next full reboot.
@@ -170,6 +184,16 @@ pub fn soft_reboot(sysroot: &Utf8Path, opts: &SoftRebootOpts) -> Result<SoftRebo
         }
     }
     Ok(SoftRebootReport { action: SoftRebootAction::SoftRebooting, deployment: Some(name), finalized, default })
+}
+
+/// The physical root's path: on a booted system (`--sysroot /`, where `/`
+/// is the deployment) prepare-root left it at `/sysroot`.
+fn physical_root(path: &Utf8Path) -> &Utf8Path {
+    if path == "/" {
+        Utf8Path::new("/sysroot")
+    } else {
+        path
+    }
 }
 
 /// Whether the running systemd can soft-reboot (it ships soft-reboot.target

@@ -14,6 +14,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::deploy::{self, DeployOpts};
+use super::softreboot::{self, SoftRebootMode};
 use super::{stage, Writer};
 use crate::formats::keyfile::KeyFile;
 use crate::output::{date, Progress};
@@ -35,6 +36,8 @@ pub struct UpgradeOpts {
     pub allow_downgrade: bool,
     /// `switch`: the refspec the new deployment follows from now on.
     pub switch_to: Option<String>,
+    /// `--apply --soft-reboot=WHEN`: a soft reboot instead of a full one.
+    pub soft_reboot: Option<SoftRebootMode>,
 }
 
 /// What `upgrade` did.
@@ -77,6 +80,8 @@ pub struct UpgradeReport {
     pub deployment: Option<String>,
     /// Whether a reboot was asked for (`--apply`).
     pub reboot: bool,
+    /// Whether that reboot is a soft reboot (`--soft-reboot`).
+    pub soft_reboot: bool,
 }
 
 /// The deployment an upgrade starts from: the booted one (of `stateroot`
@@ -163,6 +168,7 @@ pub fn off(w: &Writer, stateroot: Option<&str>) -> Result<UpgradeReport> {
         timestamp: None,
         deployment: None,
         reboot: false,
+        soft_reboot: false,
     })
 }
 
@@ -207,6 +213,7 @@ pub fn upgrade(w: &mut Writer, o: &UpgradeOpts) -> Result<UpgradeReport> {
             timestamp: info.map(|i| i.timestamp),
             deployment,
             reboot,
+            soft_reboot: false,
         })
     };
     if target == from.csum && same_origin && w.sysroot.staged.as_ref().is_none_or(|s| s.csum == from.csum) {
@@ -221,7 +228,6 @@ pub fn upgrade(w: &mut Writer, o: &UpgradeOpts) -> Result<UpgradeReport> {
             if w.sysroot.locked {
                 stage::lock_finalization_at(&w.sysroot.run, true)?;
             }
-            reboot()?;
         } else {
             crate::say!("The update {} is staged already{}", st.name(), if w.sysroot.locked { " (finalization locked: `treeboot upgrade --apply` applies it)" } else { ": it is applied at shutdown" });
         }
@@ -252,14 +258,32 @@ pub fn upgrade(w: &mut Writer, o: &UpgradeOpts) -> Result<UpgradeReport> {
         return report(w, Action::Deployed, &target, Some(format!("{}.{}", p.checksum, p.serial)), false);
     }
     let r = stage::stage(w, &target, &dopts, o.download_only)?;
-    if o.apply {
-        reboot()?;
-    }
     let action = if o.download_only { Action::StagedLocked } else { Action::Staged };
     report(w, action, &target, Some(r.deployment), o.apply)
 }
 
-/// Reboot through systemd (a full reboot: see soft-reboot for the rest).
+/// `--apply`, once the writer is closed (the soft reboot finalizes, which
+/// takes the lock): a full reboot, or a soft one (`--soft-reboot`): with
+/// `auto`, a full one when the update cannot be soft-rebooted into;
+/// `required` refuses then. Returns whether it was a soft reboot.
+pub fn apply(sysroot: &camino::Utf8Path, soft: Option<SoftRebootMode>) -> Result<bool> {
+    let Some(mode) = soft else {
+        reboot()?;
+        return Ok(false);
+    };
+    let opts = softreboot::SoftRebootOpts { index: None, prepare_only: false };
+    match softreboot::soft_reboot(sysroot, &opts) {
+        Ok(_) => Ok(true),
+        Err(e) if mode == SoftRebootMode::Auto && e.downcast_ref::<softreboot::NotSoftRebootable>().is_some() => {
+            crate::say!("No soft reboot: {e}");
+            reboot()?;
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Reboot through systemd.
 fn reboot() -> Result<()> {
     crate::say!("Rebooting to apply the update");
     let s = std::process::Command::new("systemctl").arg("reboot").status().context("Running systemctl reboot")?;

@@ -50,6 +50,7 @@ echo "motd: $(cat /run/nextroot/etc/motd)"
 echo "hello: $(cat /run/nextroot/usr/bin/hello)"
 test -d /run/nextroot/sysroot/ostree/deploy/testos && echo "sysroot: the physical root"
 test -e /run/ostree/nextroot-booted && echo "record: written"
+test -e /run/ostree/initramfs-mount-var && echo "ostree generator: off"
 test ! -e /run/ostree/staged-deployment && echo "staged: finalized"
 echo "--- switched"
 $REMOUNT --root /run/nextroot
@@ -74,7 +75,7 @@ $TB --sysroot $S status --json
     let text = part("--- text prepared", "--- next root");
     assert!(text.contains("(pending, default, soft-reboot target)") && text.contains("Soft reboot: prepared"), "{text}");
     let next = part("--- next root", "--- switched");
-    for want in ["/run/nextroot\n", "usr: read-only", "etc: writable", "motd: edited after staging", "hello: hello 2.0", "sysroot: the physical root", "record: written", "staged: finalized"] {
+    for want in ["/run/nextroot\n", "usr: read-only", "etc: writable", "motd: edited after staging", "hello: hello 2.0", "sysroot: the physical root", "record: written", "ostree generator: off", "staged: finalized"] {
         assert!(next.contains(want), "{want:?} in:\n{next}");
     }
     // After the switch, treeboot-remount makes the record /run/ostree-booted.

@@ -24,7 +24,9 @@ use camino::{Utf8Path, Utf8PathBuf};
 use cap_std_ext::cap_std::{self, fs::Dir};
 
 use super::mount::{is_mountpoint, umount_detach, MountUndo, MS_BIND, MS_SILENT};
-use super::prepare_root::{check_deployment, finish_sysroot, mount_tree, read_config, root_record, write_booted_as, write_markers, BOOTED};
+use super::prepare_root::{
+    check_deployment, finish_sysroot, mount_tree, read_config, root_record, write_booted_as, write_marker, write_markers, BOOTED, OSTREE_GENERATOR_OFF,
+};
 use crate::formats::runstate::Booted;
 
 /// Where systemd looks for the next root, relative to `/run`.
@@ -57,6 +59,10 @@ pub fn prepare(sysroot: &Utf8Path, deployment: &Utf8Path, run_dir: &Utf8Path) ->
     undo.mount(Some(sysroot.as_str()), &inner, None, MS_BIND | MS_SILENT, None)?;
     finish_sysroot(&inner, config.sysroot_readonly)?;
     write_booted_as(run_dir, NEXTROOT_BOOTED, &record)?;
+    // ostree-system-generator (ostree-boot) removes this switch at every
+    // run, and generators run again in the new root: put it back, so that
+    // there too treeboot's generator alone writes the units.
+    write_marker(run_dir, OSTREE_GENERATOR_OFF, "")?;
     undo.commit();
     Ok(record)
 }

@@ -336,12 +336,14 @@ pub const PREPARED_MARKER: &str = "treeboot/prepared-root";
 pub const OSTREE_GENERATOR_OFF: &str = "ostree/initramfs-mount-var";
 
 pub(crate) fn write_markers(run_dir: &Utf8Path, deployment: &Utf8Path) -> Result<()> {
-    for (rel, text) in [(PREPARED_MARKER, format!("/{deployment}\n")), (OSTREE_GENERATOR_OFF, String::new())] {
-        let p = run_dir.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap_or(run_dir)).with_context(|| format!("Creating the parent of {p}"))?;
-        std::fs::write(&p, text).with_context(|| format!("Writing {p}"))?;
-    }
-    Ok(())
+    write_marker(run_dir, PREPARED_MARKER, &format!("/{deployment}\n"))?;
+    write_marker(run_dir, OSTREE_GENERATOR_OFF, "")
+}
+
+pub(crate) fn write_marker(run_dir: &Utf8Path, rel: &str, text: &str) -> Result<()> {
+    let p = run_dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap_or(run_dir)).with_context(|| format!("Creating the parent of {p}"))?;
+    std::fs::write(&p, text).with_context(|| format!("Writing {p}"))
 }
 
 fn remove_markers(run_dir: &Utf8Path) {

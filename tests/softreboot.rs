@@ -110,11 +110,17 @@ $TB --sysroot $S undeploy 0 >/dev/null
 set +e
 $TB --sysroot $S soft-reboot --prepare-only 2>&1
 echo "exit=$?"
+echo "--- locked"
+$TB --sysroot $S stage --lock-finalization testos/v2 2>/dev/null
+$TB --sysroot $S soft-reboot --prepare-only 2>&1
+echo "exit=$?"
+findmnt /run/nextroot >/dev/null || echo "no next root"
 "#);
     for want in ["exit=7", "cannot soft-reboot into testos/", "its kernel or initramfs differs from the booted one", "boot: unchanged", "still staged", "no next root", "no record", "Soft reboot: not possible, its kernel or initramfs differs"] {
         assert!(out.contains(want), "{want:?} in:\n{out}");
     }
-    let tail = out.split("--- nothing staged").nth(1).unwrap();
+    let (tail, locked) = out.split("--- nothing staged").nth(1).unwrap().split_once("--- locked").unwrap();
+    assert!(locked.contains("is locked: `treeboot lock-finalization --unlock` first") && locked.contains("exit=7") && locked.contains("no next root"), "{locked}");
     assert!(tail.contains("nothing is staged and the default deployment is the booted one") && tail.contains("exit=7"), "{tail}");
 }
 

@@ -102,6 +102,34 @@ pub struct SoftRebootOpts {
     pub prepare_only: bool,
 }
 
+/// What may be soft-rebooted into, before anything changes: the target's
+/// `stateroot/checksum.serial` and whether it is the staged deployment.
+fn check(s: &Sysroot, opts: &SoftRebootOpts) -> Result<(String, bool)> {
+    let Some(booted) = s.booted() else {
+        return Err(NotBooted(format!("not booted from a deployment of {}: there is nothing to soft-reboot from", s.path)).into());
+    };
+    let target = match opts.index {
+        Some(i) => s.by_index(i)?,
+        None => default_target(s).ok_or_else(|| {
+            NotSoftRebootable("nothing is staged and the default deployment is the booted one: name a deployment (as `status` numbers them)".into())
+        })?,
+    };
+    let name = format!("{}/{}", target.stateroot, target.name());
+    if let Some(why) = blocker(booted, target) {
+        return Err(NotSoftRebootable(format!("cannot soft-reboot into {name}: {why}; a full reboot is needed")).into());
+    }
+    if !opts.prepare_only && !systemd_soft_reboots() {
+        return Err(NotSoftRebootable("this systemd cannot soft-reboot (no soft-reboot.target: systemd 254 or later is needed)".into()).into());
+    }
+    if target.staged && s.locked {
+        return Err(NotSoftRebootable(format!(
+            "the finalization of the staged deployment {name} is locked: `treeboot lock-finalization --unlock` first"
+        ))
+        .into());
+    }
+    Ok((name, target.staged))
+}
+
 /// `treeboot soft-reboot --reset`.
 pub fn reset() -> Result<SoftRebootReport> {
     let did = nextroot::reset(Utf8Path::new(RUN))?;
@@ -115,36 +143,10 @@ pub fn reset() -> Result<SoftRebootReport> {
 
 /// `treeboot soft-reboot [INDEX]`.
 pub fn soft_reboot(sysroot: &Utf8Path, opts: &SoftRebootOpts) -> Result<SoftRebootReport> {
-    let s = Sysroot::load(sysroot)?;
-    let Some(booted) = s.booted() else {
-        return Err(NotBooted(format!("not booted from a deployment of {sysroot}: there is nothing to soft-reboot from")).into());
-    };
-    let target = match opts.index {
-        Some(i) => s.by_index(i)?,
-        None => default_target(&s).ok_or_else(|| {
-            NotSoftRebootable("nothing is staged and the default deployment is the booted one: name a deployment (as `status` numbers them)".into())
-        })?,
-    };
-    let name = format!("{}/{}", target.stateroot, target.name());
-    if let Some(why) = blocker(booted, target) {
-        return Err(NotSoftRebootable(format!("cannot soft-reboot into {name}: {why}; a full reboot is needed")).into());
-    }
-    if !opts.prepare_only && !systemd_soft_reboots() {
-        return Err(NotSoftRebootable("this systemd cannot soft-reboot (no soft-reboot.target: systemd 254 or later is needed)".into()).into());
-    }
-    let finalized = target.staged;
+    let (name, finalized) = check(&Sysroot::load(sysroot)?, opts)?;
     if finalized {
-        if s.locked {
-            return Err(NotSoftRebootable(format!(
-                "the finalization of the staged deployment {name} is locked: `treeboot lock-finalization --unlock` first"
-            ))
-            .into());
-        }
-        drop(s);
         crate::say!("Applying the staged deployment {name}");
         stage::finalize(sysroot).context("Finalizing the staged deployment before the soft reboot")?;
-    } else {
-        drop(s);
     }
     // The list as it is now (finalize made the staged one the default).
     let s = Sysroot::load(sysroot)?;

@@ -51,10 +51,14 @@ echo "hello: $(cat /run/nextroot/usr/bin/hello)"
 test -d /run/nextroot/sysroot/ostree/deploy/testos && echo "sysroot: the physical root"
 test -e /run/ostree/nextroot-booted && echo "record: written"
 test -e /run/ostree/initramfs-mount-var && echo "ostree generator: off"
+for u in run-nextroot run-nextroot-usr run-nextroot-sysroot; do
+    grep -q '^DefaultDependencies=no$' /run/systemd/system/$u.mount.d/50-treeboot-soft-reboot.conf && echo "kept: $u.mount"
+done
 test ! -e /run/ostree/staged-deployment && echo "staged: finalized"
 echo "--- switched"
 $REMOUNT --root /run/nextroot
 test ! -e /run/ostree/nextroot-booted && echo "record: promoted"
+test -z "$(ls /run/systemd/system)" && echo "drop-ins: removed"
 $TB --sysroot $S status --json
 "#, etc = etc.display()));
     let part = |a: &str, b: &str| out.split(a).nth(1).unwrap().split(b).next().unwrap().to_string();
@@ -75,13 +79,13 @@ $TB --sysroot $S status --json
     let text = part("--- text prepared", "--- next root");
     assert!(text.contains("(pending, default, soft-reboot target)") && text.contains("Soft reboot: prepared"), "{text}");
     let next = part("--- next root", "--- switched");
-    for want in ["/run/nextroot\n", "usr: read-only", "etc: writable", "motd: edited after staging", "hello: hello 2.0", "sysroot: the physical root", "record: written", "ostree generator: off", "staged: finalized"] {
+    for want in ["/run/nextroot\n", "usr: read-only", "etc: writable", "motd: edited after staging", "hello: hello 2.0", "sysroot: the physical root", "record: written", "ostree generator: off", "kept: run-nextroot.mount", "kept: run-nextroot-usr.mount", "kept: run-nextroot-sysroot.mount", "staged: finalized"] {
         assert!(next.contains(want), "{want:?} in:\n{next}");
     }
     // After the switch, treeboot-remount makes the record /run/ostree-booted.
     let after = part("--- switched", "\u{0}");
-    assert!(after.contains("record: promoted"), "{out}");
-    let st: serde_json::Value = serde_json::from_str(after.split_once("record: promoted").unwrap().1).unwrap();
+    assert!(after.contains("record: promoted") && after.contains("drop-ins: removed"), "{out}");
+    let st: serde_json::Value = serde_json::from_str(after.split_once("drop-ins: removed").unwrap().1).unwrap();
     assert_eq!(field(&st, "2.0", "booted"), true, "{st}");
     assert_eq!(field(&st, "1.0", "booted"), false);
     assert_eq!(field(&st, "2.0", "soft_reboot_target"), false);
@@ -138,6 +142,7 @@ test "$(findmnt -n /run/nextroot | wc -l)" = 1 && echo "one next root"
 $TB --sysroot $S soft-reboot --reset
 findmnt /run/nextroot >/dev/null || echo "unmounted"
 test ! -e /run/ostree/nextroot-booted && echo "record removed"
+test -z "$(ls /run/systemd/system)" && echo "drop-ins removed"
 $TB --sysroot $S soft-reboot --reset
 # A soft reboot that did not switch: the record names another root.
 $TB --sysroot $S soft-reboot --prepare-only 0 >/dev/null
@@ -145,7 +150,7 @@ $REMOUNT --root / 2>&1 | grep -o "removed /run/ostree/nextroot-booted" || true
 test ! -e /run/ostree/nextroot-booted && echo "stale record dropped"
 $TB --sysroot $S status --json | python3 -c 'import json,sys; d=json.load(sys.stdin)["deployments"]; print("booted", [x["version"] for x in d if x["booted"]])'
 "#);
-    for want in ["prepared", "one next root", "The prepared soft reboot was taken down", "unmounted", "record removed", "No soft reboot was prepared", "removed /run/ostree/nextroot-booted", "stale record dropped", "booted ['1.0']"] {
+    for want in ["prepared", "one next root", "The prepared soft reboot was taken down", "unmounted", "record removed", "drop-ins removed", "No soft reboot was prepared", "removed /run/ostree/nextroot-booted", "stale record dropped", "booted ['1.0']"] {
         assert!(out.contains(want), "{want:?} in:\n{out}");
     }
 }

@@ -105,6 +105,11 @@ impl MountUndo {
         Ok(())
     }
 
+    /// Where the mounts were made, in order.
+    pub fn targets(&self) -> Vec<Utf8PathBuf> {
+        self.made.clone()
+    }
+
     /// Forget the mounts: they stay.
     pub fn commit(mut self) {
         self.made.clear();

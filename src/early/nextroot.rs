@@ -58,13 +58,62 @@ pub fn prepare(sysroot: &Utf8Path, deployment: &Utf8Path, run_dir: &Utf8Path) ->
     let inner = target.join("sysroot");
     undo.mount(Some(sysroot.as_str()), &inner, None, MS_BIND | MS_SILENT, None)?;
     finish_sysroot(&inner, config.sysroot_readonly)?;
+    // Each mount is a mount unit to systemd, and a soft reboot stops (so
+    // unmounts) every one that conflicts with umount.target, as default
+    // dependencies make them: the next root would arrive without its /usr
+    // and /sysroot. Drop-ins keep them (systemd-soft-reboot.service(8));
+    // they take effect at the next daemon-reload.
+    keep_mounts(run_dir, &undo.targets())?;
     write_booted_as(run_dir, NEXTROOT_BOOTED, &record)?;
-    // ostree-system-generator (ostree-boot) removes this switch at every
-    // run, and generators run again in the new root: put it back, so that
-    // there too treeboot's generator alone writes the units.
-    write_marker(run_dir, OSTREE_GENERATOR_OFF, "")?;
+    arm_generators(run_dir)?;
     undo.commit();
     Ok(record)
+}
+
+/// ostree-system-generator (ostree-boot) removes its switch
+/// `/run/ostree/initramfs-mount-var` at every run, and generators run again
+/// in the new root (and at every daemon-reload): put it back, so that
+/// there too treeboot's generator alone writes the units.
+pub fn arm_generators(run_dir: &Utf8Path) -> Result<()> {
+    write_marker(run_dir, OSTREE_GENERATOR_OFF, "")
+}
+
+/// The drop-ins that keep the next root's mounts across a soft reboot,
+/// under `RUN/systemd/system` (runtime unit configuration).
+const KEEP_DROPIN: &str = "50-treeboot-soft-reboot.conf";
+const KEEP_TEXT: &str =
+    "# Written by treeboot soft-reboot: the next root's mounts stay across the soft reboot.\n[Unit]\nDefaultDependencies=no\n";
+
+fn keep_mounts(run_dir: &Utf8Path, targets: &[Utf8PathBuf]) -> Result<()> {
+    for t in targets {
+        let unit = crate::formats::unitname::path_unit(t.as_str(), "mount");
+        write_marker(run_dir, &format!("systemd/system/{unit}.d/{KEEP_DROPIN}"), KEEP_TEXT)?;
+    }
+    Ok(())
+}
+
+/// Remove the drop-ins of [`keep_mounts`] (their units are gone after the
+/// switch, or taken down by a reset).
+fn forget_kept_mounts(run_dir: &Utf8Path) -> Result<()> {
+    let dir = run_dir.join("systemd/system");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".mount.d") {
+            continue;
+        }
+        let d = dir.join(&name);
+        match std::fs::remove_file(d.join(KEEP_DROPIN)) {
+            Ok(()) => {
+                let _ = std::fs::remove_dir(&d);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("Removing {d}/{KEEP_DROPIN}")),
+        }
+    }
+    Ok(())
 }
 
 /// Undo [`prepare`]: unmount `RUN/nextroot` and what is below it, and
@@ -80,6 +129,7 @@ pub fn reset(run_dir: &Utf8Path) -> Result<bool> {
             did = true;
         }
     }
+    forget_kept_mounts(run_dir)?;
     match std::fs::remove_file(run_dir.join(NEXTROOT_BOOTED)) {
         Ok(()) => did = true,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -116,6 +166,7 @@ pub fn promote(run_dir: &Utf8Path, root: &Utf8Path, sysroot: &Utf8Path) -> Resul
     let Some(rec) = prepared(run_dir)? else {
         return Ok(Promoted::Nothing);
     };
+    forget_kept_mounts(run_dir)?;
     let st = std::fs::metadata(root).with_context(|| format!("stat {root}"))?;
     let from = run_dir.join(NEXTROOT_BOOTED);
     if rec.backing_root_device_inode != Some((st.dev(), st.ino())) {

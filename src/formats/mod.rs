@@ -13,3 +13,4 @@ pub mod names;
 pub mod osrelease;
 pub mod prepareroot;
 pub mod runstate;
+pub mod unitname;

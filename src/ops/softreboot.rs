@@ -157,9 +157,16 @@ pub fn soft_reboot(sysroot: &Utf8Path, opts: &SoftRebootOpts) -> Result<SoftRebo
         .ok_or_else(|| anyhow!("{name} is not in the deployment list after finalizing it"))?;
     let default = target.index == 0;
     let run = Utf8Path::new(RUN);
+    // Whether systemd runs, before prepare writes drop-ins under /run/systemd.
+    let systemd = std::env::var_os("TREEBOOT_NO_SYSTEMCTL").is_none() && run.join("systemd/system").is_dir();
     // A root prepared before (another target, or a try that failed) goes first.
     nextroot::reset(run)?;
     nextroot::prepare(physical_root(&s.path), &target.path(), run).with_context(|| format!("Preparing {RUN}/{} from {name}", nextroot::NEXTROOT))?;
+    if systemd {
+        reload_systemd(run).inspect_err(|_| {
+            let _ = nextroot::reset(run);
+        })?;
+    }
     crate::say!("Prepared {RUN}/{} from {name}", nextroot::NEXTROOT);
     if !default {
         crate::warn!("{name} is not the default deployment: a full reboot later boots the default");
@@ -186,6 +193,17 @@ pub fn soft_reboot(sysroot: &Utf8Path, opts: &SoftRebootOpts) -> Result<SoftRebo
         }
     }
     Ok(SoftRebootReport { action: SoftRebootAction::SoftRebooting, deployment: Some(name), finalized, default })
+}
+
+/// `systemctl daemon-reload`, so that systemd reads the drop-ins that keep
+/// the next root's mounts across the soft reboot; then the generator
+/// switch again, which the reload's run of ostree-system-generator took.
+fn reload_systemd(run: &Utf8Path) -> Result<()> {
+    let st = std::process::Command::new("systemctl").arg("daemon-reload").status().context("Running systemctl daemon-reload")?;
+    if !st.success() {
+        bail!("systemctl daemon-reload failed ({st}): the next root's mounts would not outlive the soft reboot; it was taken down again");
+    }
+    nextroot::arm_generators(run)
 }
 
 /// The physical root's path: on a booted system (`--sysroot /`, where `/`

@@ -33,6 +33,8 @@ use crate::formats::runstate::Booted;
 pub const NEXTROOT: &str = "nextroot";
 /// The next root's record, relative to `/run` (libostree's name).
 pub const NEXTROOT_BOOTED: &str = "ostree/nextroot-booted";
+/// `/run/reboot-required`, written when an update was staged.
+const REBOOT_REQUIRED: &str = "reboot-required";
 /// The tmpfs of the next root's transient layers, relative to `/run`.
 const NEXTROOT_PRIVATE: &str = "treeboot/nextroot";
 
@@ -179,6 +181,13 @@ pub fn promote(run_dir: &Utf8Path, root: &Utf8Path, sysroot: &Utf8Path) -> Resul
     if let Some(d) = &deployment {
         write_markers(run_dir, d)?;
     }
+    // What the staged update waited for has happened: the deployment runs.
+    match std::fs::remove_file(run_dir.join(REBOOT_REQUIRED)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("Removing {run_dir}/{REBOOT_REQUIRED}"));
+        }
+        _ => {}
+    }
     Ok(Promoted::Booted(deployment.unwrap_or_else(|| root.to_owned())))
 }
 
@@ -226,7 +235,9 @@ mod tests {
         assert_eq!(Booted::parse(&std::fs::read(run.join(BOOTED)).unwrap()).unwrap(), Booted::default());
         // The root is the deployment named.
         write_booted_as(&run, NEXTROOT_BOOTED, &record_for(&dep)).unwrap();
+        std::fs::write(run.join(REBOOT_REQUIRED), "*** System restart required ***\n").unwrap();
         let p = promote(&run, &dep, &phys).unwrap();
+        assert!(!run.join(REBOOT_REQUIRED).exists(), "the soft reboot was the reboot required");
         assert_eq!(p, Promoted::Booted("ostree/deploy/os/deploy/abc.0".into()));
         assert!(!run.join(NEXTROOT_BOOTED).exists());
         assert_eq!(Booted::parse(&std::fs::read(run.join(BOOTED)).unwrap()).unwrap(), record_for(&dep));

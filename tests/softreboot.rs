@@ -31,6 +31,9 @@ fn a_staged_update_with_the_booted_kernel_soft_reboots_into_its_root() {
     let root = booted_on_v1(&s);
     let etc = deployment_dir(&root, 0).join("etc");
     let (out, _) = ns(&root, &format!(r#"
+# As on a booted system, where systemd makes every mount shared: the next
+# root's mounts must not propagate into the sysroot.
+mount --make-rshared /
 $TB --sysroot $S stage testos/v2
 echo "edited after staging" > {etc}/motd
 $TB --sysroot $S status --json > /tmp/st1.$$
@@ -50,6 +53,7 @@ echo "motd: $(cat /run/nextroot/etc/motd)"
 echo "hello: $(cat /run/nextroot/usr/bin/hello)"
 test -d /run/nextroot/sysroot/ostree/deploy/testos && echo "sysroot: the physical root"
 test -e /run/ostree/nextroot-booted && echo "record: written"
+findmnt -rno TARGET | grep "^$S/" || echo "no mount below the sysroot"
 test -e /run/ostree/initramfs-mount-var && echo "ostree generator: off"
 for u in run-nextroot run-nextroot-usr run-nextroot-sysroot; do
     grep -q '^DefaultDependencies=no$' /run/systemd/system/$u.mount.d/50-treeboot-soft-reboot.conf && echo "kept: $u.mount"
@@ -79,7 +83,7 @@ $TB --sysroot $S status --json
     let text = part("--- text prepared", "--- next root");
     assert!(text.contains("(pending, default, soft-reboot target)") && text.contains("Soft reboot: prepared"), "{text}");
     let next = part("--- next root", "--- switched");
-    for want in ["/run/nextroot\n", "usr: read-only", "etc: writable", "motd: edited after staging", "hello: hello 2.0", "sysroot: the physical root", "record: written", "ostree generator: off", "kept: run-nextroot.mount", "kept: run-nextroot-usr.mount", "kept: run-nextroot-sysroot.mount", "staged: finalized"] {
+    for want in ["/run/nextroot\n", "usr: read-only", "etc: writable", "motd: edited after staging", "hello: hello 2.0", "sysroot: the physical root", "record: written", "no mount below the sysroot", "ostree generator: off", "kept: run-nextroot.mount", "kept: run-nextroot-usr.mount", "kept: run-nextroot-sysroot.mount", "staged: finalized"] {
         assert!(next.contains(want), "{want:?} in:\n{next}");
     }
     // After the switch, treeboot-remount makes the record /run/ostree-booted.

@@ -23,7 +23,7 @@ use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use cap_std_ext::cap_std::{self, fs::Dir};
 
-use super::mount::{is_mountpoint, umount_detach, MountUndo, MS_BIND, MS_SILENT};
+use super::mount::{is_mountpoint, mount, umount_detach, MountUndo, MS_BIND, MS_PRIVATE, MS_SILENT};
 use super::prepare_root::{
     check_deployment, finish_sysroot, mount_tree, read_config, root_record, write_booted_as, write_marker, write_markers, BOOTED, OSTREE_GENERATOR_OFF,
 };
@@ -54,6 +54,11 @@ pub fn prepare(sysroot: &Utf8Path, deployment: &Utf8Path, run_dir: &Utf8Path) ->
     let mut record = root_record(&deploy, &config)?;
     let mut undo = MountUndo::default();
     undo.mount(Some(deploy.as_str()), &target, None, MS_BIND | MS_SILENT, None)?;
+    // Private: a bind of a directory of the (shared) physical root joins
+    // its peer group, so every mount below it would also appear below the
+    // deployment in /sysroot; and when systemd unmounts that copy at the
+    // soft reboot, the unmount propagates back and takes ours with it.
+    mount(None, &target, None, MS_PRIVATE | MS_SILENT, None).with_context(|| format!("Making {target} private"))?;
     record.transient_etc = mount_tree(&mut undo, &deploy, &target, &config, &run_dir.join(NEXTROOT_PRIVATE))?;
     // The physical root, as prepare-root leaves it at /sysroot (without
     // what is mounted below it: /boot and /var are mounted again anew).

@@ -24,8 +24,10 @@ fatal() { echo "FAIL: $*"; exit 1; }
 # The object of the deployment whose version is VERSION (flat, as above;
 # a nested boot_failure object ends with "}}").
 dep_object() { treeboot status --json | tr -d '\n' | sed 's/}, *{/}\n{/g' | grep "\"version\": *\"$1\""; }
-# One field of such an object: a string, a number, true/false or null.
-field() { grep -o "\"$1\": *[^,}]*" | head -1 | sed 's/^[^:]*: *//; s/^"//; s/"$//'; }
+# One field of such an object: a string, a number, true/false or null
+# (the spaces that indented the next line, before a closing brace, are not
+# part of the value).
+field() { grep -o "\"$1\": *[^,}]*" | head -1 | sed 's/^[^:]*: *//; s/ *$//; s/^"//; s/"$//'; }
 # The commit's version of deployment 0 (the default).
 default_version() { treeboot status --json | tr -d '\n' | sed 's/}, *{/}\n{/g' | grep '"default": *true' | field version; }
 # Deployment VERSION is booted, the default, and blessed.
@@ -39,4 +41,12 @@ booted_blessed_default() { # version
 boot_is_fat() { [ "$(findmnt -no FSTYPE /boot)" = vfat ]; }
 # A string variable of the boot loader (systemd's boot loader interface):
 # UTF-16 after the 4 bytes of attributes.
-loader_var() { tail -c +5 "/sys/firmware/efi/efivars/$1-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f" 2>/dev/null | tr -d '\0'; }
+# Read through a pipe: efivarfs files cannot seek (Linux 6.12), and
+# `tail -c +5 FILE` seeks ("Illegal seek"), printing nothing.
+loader_var() { cat "/sys/firmware/efi/efivars/$1-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f" 2>/dev/null | tail -c +5 | tr -d '\0'; }
+# systemd-boot booted the entry treeboot lists for the booted deployment.
+check_loader_entry_selected() {
+    local entry
+    entry=$(booted_object | grep -o '"entry_path":"[^"]*"' | cut -d'"' -f4)
+    test "$(loader_var LoaderEntrySelected)" = "${entry##*/}" || fatal "systemd-boot booted '$(loader_var LoaderEntrySelected)', treeboot lists ${entry##*/} (efivarfs: $(findmnt -no FSTYPE /sys/firmware/efi/efivars || echo not mounted); loader variables: $(ls /sys/firmware/efi/efivars 2>&1 | grep 4a67b082 | cut -d- -f1 | tr '\n' ' '))"
+}

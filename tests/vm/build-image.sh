@@ -105,8 +105,25 @@ ln -sf /dev/null "$R/etc/systemd/system/serial-getty@ttyS0.service"
 for u in getty-static.service getty@.service autovt@.service dracut-shutdown.service dpkg-db-backup.timer systemd-tmpfiles-clean.timer logrotate.timer; do
     ln -sf /dev/null "$R/etc/systemd/system/$u"
 done
+# udev loads a module for every device and CPU feature it finds, and under
+# TCG each load costs seconds (drm alone stalled a guest for 26 s, "soft
+# lockup", with a second guest beside it): none of these devices is used
+# here (no display, no SATA/IDE/floppy disk, no watchdog, SMBus, speaker or
+# mouse; the kernel's generic crypto serves what the CPU extensions would).
+# Blacklisting stops loads by alias (udev); the modprobe@ units that load
+# some by name at every boot are masked. The tests use loop and dm_mod,
+# which stay. The one-shot caches rebuilt when /usr is newer than /etc
+# (every deployment's first boot) are not rebuilt: nothing reads them here.
 mkdir -p "$R/etc/modprobe.d"
-printf 'blacklist %s\n' kvm kvm_amd kvm_intel > "$R/etc/modprobe.d/treeboot-vm.conf"
+printf 'blacklist %s\n' kvm kvm_amd kvm_intel drm bochs ahci ata_piix ata_generic floppy pcspkr psmouse \
+    serio_raw evdev joydev i2c_piix4 i2c_i801 lpc_ich iTCO_wdt intel_pmc_bxt efi_pstore nfit \
+    aesni_intel ghash_clmulni_intel polyval_clmulni sha1_ssse3 sha256_ssse3 sha512_ssse3 crct10dif_pclmul \
+    crc32_pclmul > "$R/etc/modprobe.d/treeboot-vm.conf"
+for u in modprobe@drm.service modprobe@efi_pstore.service modprobe@configfs.service modprobe@fuse.service \
+    ldconfig.service systemd-journal-catalog-update.service systemd-hwdb-update.service systemd-update-done.service \
+    e2scrub_reap.service; do
+    ln -sf /dev/null "$R/etc/systemd/system/$u"
+done
 echo treeboot-vm > "$R/etc/hostname"
 : > "$R/etc/machine-id"
 : > "$R/etc/fstab"
@@ -142,7 +159,15 @@ echo "vm: dracut initramfs for $KVER with the treeboot module"
 unshare -m --propagation private bash -c "
     set -e
     mount -t proc proc '$R/proc'; mount --rbind /sys '$R/sys'; mount --rbind /dev '$R/dev'
-    chroot '$R' dracut --force --no-hostonly --add treeboot --omit 'plymouth nfs iscsi lvm dm mdraid multipath crypt' \
+    # Modules uncompressed (trixie ships them xz-compressed): every boot
+    # loads them, in the initramfs and after, and unpacking xz under TCG
+    # is slow.
+    find '$R/usr/lib/modules/$KVER' -name '*.ko.xz' -exec xz -d -T1 {} +
+    chroot '$R' depmod -a '$KVER'
+    # No dracut qemu module (it adds the SATA, IDE and NVDIMM drivers of a
+    # QEMU machine, which udev then loads); the blacklist above goes in too.
+    chroot '$R' dracut --force --no-hostonly --add treeboot --omit 'plymouth nfs iscsi lvm dm mdraid multipath crypt qemu qemu-net' \
+        --install /etc/modprobe.d/treeboot-vm.conf \
         --drivers 'virtio_pci virtio_blk ext4' \
         --kver '$KVER' /usr/lib/modules/$KVER/initramfs.img >/dev/null 2>'$W/dracut.log'
 " || { tail -30 "$W/dracut.log"; exit 1; }

@@ -5,7 +5,7 @@
 ##   description: boot assessment on GRUB: an update whose required health check fails reboots into the old deployment after its tries; power cuts while making the rollback permanent and while blessing leave a machine that boots the old or the new deployment.
 # treeboot-vm: reboots=auto
 # The guest reboots on its own here: the failing check reboots each try.
-# treeboot-vm: platforms=bookworm-bios-grub,trixie-uefi-grub (GRUB counts in grubenv; systemd-boot counting: issue 13)
+# treeboot-vm: platforms=bookworm-bios-grub (GRUB counts in grubenv; GRUB 2.12 counting and falling back is 11 on trixie-uefi-grub; left out there for the suite's 60 minutes, docs/vm-tests.md; systemd-boot counting: issue 13)
 set -xeuo pipefail
 . /run/kola/tests/lib.sh
 ROLLED_BACK=c3b7e1f5a1d84c4f9c2f0d1e6a7b8c05
@@ -96,12 +96,10 @@ cut-bless)
     echo "after the power cut the update is: $state"
     case $state in blessed | assessing) ;; *) fatal "state $state" ;; esac
     treeboot bless
-    test "$(dep_object 3 | field boot_assessment)" = blessed
-    systemctl unmask treeboot-bless-boot.service
-    /tmp/autopkgtest-reboot final
-    ;;
-final)
+    # That a blessed deployment stays the default across reboots is
+    # 11-assess-panic's last boot; no boot of its own here.
     booted_blessed_default 3
+    treeboot verify
     echo "assess-check: ok"
     ;;
 esac

@@ -233,6 +233,8 @@ fn generator_golden_and_idempotent() {
     assert_eq!(first["local-fs.target.wants/treeboot-remount.service"], "link -> /usr/lib/systemd/system/treeboot-remount.service");
     assert_eq!(first["multi-user.target.wants/treeboot-boot-complete.service"], "link -> /usr/lib/systemd/system/treeboot-boot-complete.service");
     assert!(!first.contains_key("boot.mount"));
+    // /sysroot outlives a soft reboot into the same root.
+    assert!(first["sysroot.mount.d/50-treeboot.conf"].contains("[Unit]") && first["sysroot.mount.d/50-treeboot.conf"].contains("DefaultDependencies=no"), "{first:?}");
     assert_eq!(generate(c, &root, &out), first, "a second run changes nothing");
     // /boot on the root file system: boot.mount.
     std::fs::create_dir_all(root.join("sysroot/boot")).unwrap();

@@ -164,19 +164,15 @@ pub fn soft_reboot(sysroot: &Utf8Path, opts: &SoftRebootOpts) -> Result<SoftRebo
     let t = std::time::Instant::now();
     nextroot::prepare(physical_root(&s.path), &target.path(), run).with_context(|| format!("Preparing {RUN}/{} from {name}", nextroot::NEXTROOT))?;
     let mounted_ms = t.elapsed().as_millis();
+    let mut reloaded = String::new();
     if systemd {
         let t = std::time::Instant::now();
         reload_systemd(run).inspect_err(|_| {
             let _ = nextroot::reset(run);
         })?;
-        crate::say!(
-            "Prepared {RUN}/{} from {name} (mounted in {mounted_ms} ms; systemd reloaded in {} ms)",
-            nextroot::NEXTROOT,
-            t.elapsed().as_millis()
-        );
-    } else {
-        crate::say!("Prepared {RUN}/{} from {name} (mounted in {mounted_ms} ms)", nextroot::NEXTROOT);
+        reloaded = format!("; systemd reloaded in {} ms", t.elapsed().as_millis());
     }
+    crate::say!("Prepared {RUN}/{} from {name} (mounted in {mounted_ms} ms{reloaded})", nextroot::NEXTROOT);
     if !default {
         crate::warn!("{name} is not the default deployment: a full reboot later boots the default");
     }

@@ -24,7 +24,7 @@ case "${AUTOPKGTEST_REBOOT_MARK:-}" in
     findmnt -no SOURCE /var | grep -q 'ostree/deploy/debian/var' || fatal "/var is not the stateroot's"
     findmnt /sysroot
     echo persist > /var/kola-persist
-    tr -d ' \n' <<<"$(treeboot status --json)" | grep -q '"booted":true' || fatal "treeboot status names no booted deployment"
+    booted_object >/dev/null || fatal "treeboot status names no booted deployment"
     if boot_is_fat; then
         # systemd-boot booted treeboot's default entry from the FAT /boot,
         # where the list is a directory; libostree cannot read that layout.

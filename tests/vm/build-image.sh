@@ -93,7 +93,6 @@ ln -sf /usr/lib/systemd/system/treeboot-health-check.service "$R/etc/systemd/sys
 for u in treeboot-health-check treeboot-assess-boot; do
     ln -sf /usr/lib/systemd/system/$u.service "$R/etc/systemd/system/multi-user.target.wants/$u.service"
 done
-for t in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer; do ln -sf /dev/null "$R/etc/systemd/system/$t"; done
 # No login prompt on the serial console: agetty's vhangup() would cut the
 # test's output (and its writes would fail with EIO).
 ln -sf /dev/null "$R/etc/systemd/system/serial-getty@ttyS0.service"
@@ -102,9 +101,6 @@ ln -sf /dev/null "$R/etc/systemd/system/serial-getty@ttyS0.service"
 # runs a nested guest), no timers that only a long-lived system needs.
 # dracut-shutdown unpacks the initramfs into /run at every shutdown, for
 # storage a plain ext4 root does not have.
-for u in getty-static.service getty@.service autovt@.service dracut-shutdown.service dpkg-db-backup.timer systemd-tmpfiles-clean.timer logrotate.timer; do
-    ln -sf /dev/null "$R/etc/systemd/system/$u"
-done
 # udev loads a module for every device and CPU feature it finds, and under
 # TCG each load costs seconds (drm alone stalled a guest for 26 s, "soft
 # lockup", with a second guest beside it): none of these devices is used
@@ -119,7 +115,9 @@ printf 'blacklist %s\n' kvm kvm_amd kvm_intel drm bochs ahci ata_piix ata_generi
     serio_raw evdev joydev i2c_piix4 i2c_i801 lpc_ich iTCO_wdt intel_pmc_bxt efi_pstore nfit \
     aesni_intel ghash_clmulni_intel polyval_clmulni sha1_ssse3 sha256_ssse3 sha512_ssse3 crct10dif_pclmul \
     crc32_pclmul > "$R/etc/modprobe.d/treeboot-vm.conf"
-for u in modprobe@drm.service modprobe@efi_pstore.service modprobe@configfs.service modprobe@fuse.service \
+for u in getty-static.service getty@.service autovt@.service dracut-shutdown.service dpkg-db-backup.timer \
+    systemd-tmpfiles-clean.timer logrotate.timer apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer \
+    modprobe@drm.service modprobe@efi_pstore.service modprobe@configfs.service modprobe@fuse.service \
     ldconfig.service systemd-journal-catalog-update.service systemd-hwdb-update.service systemd-update-done.service \
     e2scrub_reap.service; do
     ln -sf /dev/null "$R/etc/systemd/system/$u"

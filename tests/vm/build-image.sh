@@ -21,11 +21,15 @@
 # inside the guest.
 # Usage: build-image.sh WORKDIR [PLATFORM] -> WORKDIR/base.img,
 #        WORKDIR/update-repo (and WORKDIR/OVMF_VARS.fd on UEFI)
+#        build-image.sh --rootfs-only PLATFORM -> only the cached root file
+#        system (tests/vm/prefetch: built while the cargo tests run)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+ROOTFS_ONLY=""
+if [[ ${1:-} == --rootfs-only ]]; then ROOTFS_ONLY=1; shift; set -- "" "$@"; fi
 W=$1
 PLATFORM=${2:-bookworm-bios-grub}
-mkdir -p "$W"
+[[ -n $W ]] && mkdir -p "$W"
 # busybox: its httpd serves the update repository on 127.0.0.1 in the guest.
 PKGS=systemd,systemd-sysv,udev,linux-image-amd64,dracut,ostree,e2fsprogs,kmod,procps,util-linux,dmsetup,busybox
 case $PLATFORM in
@@ -58,20 +62,31 @@ fi
 CACHE=${TREEBOOT_VM_CACHE:-/var/cache/treeboot/vm}
 mkdir -p "$CACHE"
 TAR=$CACHE/rootfs-$KEY.tar
+# One build per key at a time: tests/vm/prefetch may be building it in the
+# background (while the cargo tests run); then this waits for it.
+exec 8>"$CACHE/rootfs-$KEY.lock"
+if ! flock -n 8; then
+    echo "vm: waiting for the $SUITE root file system being built in the background ($CACHE/rootfs-$KEY.log)"
+    t=$SECONDS; flock 8; echo "vm: waited $((SECONDS - t))s for it"
+fi
 # mmdebstrap guesses its output format from the name, and a name it does not
 # know (such as *.tar.tmp) gives a directory: say tar, and keep the suffix.
 [[ -d $TAR ]] && rm -rf "$TAR"
 if [[ ! -f $TAR || ! -s $TAR ]]; then
-    echo "vm: building the Debian $SUITE root file system (mmdebstrap, ~2-5 min)"
+    echo "vm: building the Debian $SUITE root file system (mmdebstrap, ~2-6 min)"
+    t=$SECONDS
     mmdebstrap --variant=apt --include="$PKGS" --aptopt='Apt::Install-Recommends "false"' \
         --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
         --dpkgopt='path-exclude=/usr/share/locale/*' \
-        --format=tar "$SUITE" "$CACHE/rootfs-$KEY.partial.tar" "${SOURCES[@]}" >"$W/mmdebstrap.log" 2>&1 \
-        || { tail -30 "$W/mmdebstrap.log"; exit 1; }
+        --format=tar "$SUITE" "$CACHE/rootfs-$KEY.partial.tar" "${SOURCES[@]}" >"$CACHE/rootfs-$KEY.log" 2>&1 \
+        || { tail -30 "$CACHE/rootfs-$KEY.log"; rm -f "$CACHE/rootfs-$KEY.partial.tar"; exit 1; }
     mv "$CACHE/rootfs-$KEY.partial.tar" "$TAR"
+    echo "vm: $SUITE root file system built in $((SECONDS - t))s: $TAR"
 else
     echo "vm: reusing the cached root file system $TAR"
 fi
+exec 8>&-
+[[ -n $ROOTFS_ONLY ]] && exit 0
 R=$W/rootfs
 rm -rf "$R"; mkdir -p "$R"
 tar -C "$R" -xf "$TAR"

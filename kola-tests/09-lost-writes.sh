@@ -1,6 +1,6 @@
 #!/bin/bash
 ## kola:
-##   timeoutMin: 30
+##   timeoutMin: 15
 ##   tags: "platform-independent"
 ##   description: Lost writes. A sysroot on a dm-log-writes device records
 ##     every write of a deploy and a rollback, in the order the disk made

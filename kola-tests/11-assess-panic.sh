@@ -50,6 +50,15 @@ good)
     test "$(dep_object 3 | field boot_tries_left)" = null || fatal "still counted"
     ! grep -q '^ostree-3+' <<<"$(ls /boot/loader/entries)" || fatal "the entry keeps its counter: $(ls /boot/loader/entries)"
     ! grep -a -q "treeboot_tries_$(dep_object 3 | field checksum | cut -c1-16)" /boot/grub/grubenv || fatal "grubenv keeps the blessed counter"
+    # That the blessed entry, now without a counter, stays the default is
+    # a boot of GRUB's script, the same on 2.06 and 2.12: made on bookworm
+    # only (one boot less for the suite's 60 minutes).
+    . /etc/os-release
+    if [ "$VERSION_CODENAME" != bookworm ]; then
+        booted_blessed_default 3
+        echo "assess-panic: ok"
+        exit 0
+    fi
     /tmp/autopkgtest-reboot blessed
     ;;
 blessed)

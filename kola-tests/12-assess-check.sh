@@ -21,7 +21,9 @@ power_cut() { # next-mark
 }
 case "${AUTOPKGTEST_REBOOT_MARK:-}" in
 "")
-    ostree --repo=/sysroot/ostree/repo config set sysroot.boot-counting-tries 2
+    # One try: the failed check's reboot is the update's only boot (11
+    # counts two tries down, on GRUB 2.06 and 2.12; one boot less here).
+    ostree --repo=/sysroot/ostree/repo config set sysroot.boot-counting-tries 1
     ov=/tmp/kola-ov-2
     mkdir -p $ov/usr/lib/greenboot/check/required.d
     printf '#!/bin/sh\necho "the service this device exists for is down"\nexit 1\n' > $ov/usr/lib/greenboot/check/required.d/50-kola-service
@@ -49,7 +51,7 @@ updated)
     # GRUB fell back; nothing is permanent yet (assess-boot is masked here).
     test "$(default_version)" = 2 || fatal "the default changed without assess-boot"
     test "$(dep_object 2 | field boot_tries_left)" = 0 || fatal "tries left: $(dep_object 2)"
-    test "$(dep_object 2 | field boot_tries_done)" = 2 || fatal "tries done: $(dep_object 2)"
+    test "$(dep_object 2 | field boot_tries_done)" = 1 || fatal "tries done: $(dep_object 2)"
     grep -q 50-kola-service /var/lib/treeboot/health-failed/* || fatal "the failed boot left no reason"
     origin=/ostree/deploy/debian/deploy/$(dep_object 2 | field checksum).$(dep_object 2 | field serial).origin
     # A power cut once the failure is recorded, while the swap makes the
@@ -65,7 +67,7 @@ cut-rollback)
     treeboot status
     test "$(default_version)" = 1 || fatal "the rollback is not the default"
     test "$(dep_object 2 | field boot_assessment)" = failed
-    test "$(dep_object 2 | field tries)" = 2 || fatal "failed tries: $(dep_object 2)"
+    test "$(dep_object 2 | field tries)" = 1 || fatal "failed tries: $(dep_object 2)"
     grep -q '50-kola-service' <<<"$(dep_object 2)" || fatal "the reason is not the failed check: $(dep_object 2)"
     if [ -d /var/log/journal ]; then
         grep -q 50-kola-service <<<"$(journalctl -o cat MESSAGE_ID=$HEALTH_FAILED)" || fatal "no journal message for the failed checks"

@@ -1,6 +1,6 @@
 #!/bin/bash
 ## kola:
-##   timeoutMin: 15
+##   timeoutMin: 20
 ##   tags: "platform-independent"
 ##   description: treeboot beside Debian's ostree-boot (docs/coexistence.md):
 ##     one prepare-root, one generator, one remount; an update staged with

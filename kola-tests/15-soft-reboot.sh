@@ -1,13 +1,14 @@
 #!/bin/bash
 ## kola:
-##   timeoutMin: 15
+##   timeoutMin: 20
 ##   tags: "platform-independent"
 ##   description: A staged update with the booted kernel is applied by a soft
 ##     reboot (systemctl soft-reboot into /run/nextroot): same kernel boot,
 ##     the new /usr read-only, /etc merged, status right. A next root that is
-##     broken leaves the old deployment running. An update whose kernel
-##     arguments differ is refused and takes a full reboot. Both times are
-##     measured from the command to multi-user.target.
+##     broken leaves the old deployment running. Other kernel arguments are
+##     refused; an update with a new initramfs is refused by `upgrade --apply
+##     --soft-reboot=required` and fully rebooted into by `auto`. Both times
+##     are measured from the command to multi-user.target.
 # treeboot-vm: platforms=trixie-uefi-grub (soft-reboot needs systemd >= 254; bookworm has 252. Not on sdboot for the suite's time: the next root does not depend on the boot loader)
 set -xeuo pipefail
 . /run/kola/tests/lib.sh
@@ -35,11 +36,13 @@ case "${AUTOPKGTEST_REBOOT_MARK:-}" in
     test "$(dep_object 2 | field soft_reboot_capable)" = true || fatal "the update is not soft-reboot capable: $(dep_object 2)"
     grep -q 'Soft reboot: possible' <<<"$(treeboot status)" || fatal "status does not say a soft reboot is possible"
     echo "after staging" > /etc/kola-late.conf
-    soft_reboot_to soft treeboot soft-reboot
+    # Applied as an update front-end applies it (the update is staged
+    # already, so upgrade applies it): `required`, which soft-reboots here.
+    soft_reboot_to soft treeboot upgrade --apply --soft-reboot=required
     ;;
 soft)
     same_boot
-    echo "KOLA-BENCH soft-reboot: $(to_multi_user) s from treeboot soft-reboot to multi-user.target"
+    echo "KOLA-BENCH soft-reboot: $(to_multi_user) s from treeboot upgrade --apply --soft-reboot=required to multi-user.target"
     test "$(booted_version)" = 2 || fatal "booted version $(booted_version) after the soft reboot"
     test "$(cat /usr/share/kola/version)" = 2
     test "$(cat /etc/kola-local.conf)" = "local edit"
@@ -73,13 +76,40 @@ broken)
     test $rc = 7 || fatal "soft-reboot with other kernel arguments exited $rc: $(cat /tmp/refused)"
     grep -q 'kernel arguments differ' /tmp/refused || fatal "no reason: $(cat /tmp/refused)"
     test ! -e /run/ostree/nextroot-booted
+    # A new initramfs (the booted one with zeros after it, which the kernel
+    # skips): the update of `upgrade --apply` has another kernel/initramfs
+    # pair. `--soft-reboot=required` stages it and refuses the soft reboot
+    # (exit 7); `--soft-reboot=auto` then reboots fully.
+    initrd=/usr/lib/modules/$(uname -r)/initramfs.img
+    test -f "$initrd" || fatal "no $initrd in the booted tree"
+    mkdir -p /tmp/ov4/usr/lib/modules/$(uname -r)
+    { cat "$initrd"; head -c 4096 /dev/zero; } > /tmp/ov4/$initrd
+    new_commit 4 /tmp/ov4
+    set +e; treeboot upgrade --apply --soft-reboot=required > /tmp/refused 2>&1; rc=$?; set -e
+    cat /tmp/refused
+    test $rc = 7 || fatal "upgrade --apply --soft-reboot=required of a new initramfs exited $rc"
+    grep -q 'kernel or initramfs differs' /tmp/refused || fatal "no reason: $(cat /tmp/refused)"
+    test "$(dep_object 4 | field soft_reboot_capable)" = false || fatal "status calls the update soft-reboot capable: $(dep_object 4)"
+    test ! -e /run/ostree/nextroot-booted
+    same_boot
+    # The next update, staged first as the soft one was, so that both
+    # times run from the same command with the update staged.
+    new_commit 5 /tmp/ov4
+    treeboot stage debian/test
+    # The reboot protocol's mark, written before the command that reboots.
+    echo full > $K/mark; cat /proc/sys/kernel/random/boot_id > $K/boot_id; sync
+    touch /run/kola-reboot; echo "KOLA-REBOOT mark=full" > /dev/ttyS0
     date +%s > $K/t0
-    /tmp/autopkgtest-reboot full
+    treeboot upgrade --apply --soft-reboot=auto
+    sleep 600
     ;;
 full)
-    echo "KOLA-BENCH full reboot: $(to_multi_user) s from systemctl reboot to multi-user.target"
-    test "$(booted_version)" = 3 || fatal "booted $(booted_version) after the full reboot"
-    grep -q kola.soft=1 /proc/cmdline || fatal "the new kernel arguments are not on /proc/cmdline"
+    echo "KOLA-BENCH full reboot: $(to_multi_user) s from treeboot upgrade --apply --soft-reboot=auto to multi-user.target"
+    if [ "$(cat /proc/sys/kernel/random/boot_id)" = "$(cat $K/boot_id)" ]; then fatal "a soft reboot into a new initramfs"; fi
+    test "$(booted_version)" = 5 || fatal "booted $(booted_version) after the full reboot"
+    test -z "$(tail -c 4096 /usr/lib/modules/$(uname -r)/initramfs.img | tr -d '\0')" || fatal "the booted tree has not the new initramfs"
+    test "$(booted_object | grep -o '"bootcsum":"[0-9a-f]*"')" != "$(dep_object 2 | tr -d ' ' | grep -o '"bootcsum":"[0-9a-f]*"')" || fatal "the update has the old bootcsum"
+    treeboot verify
     echo "soft reboot: ok"
     ;;
 esac

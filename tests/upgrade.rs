@@ -211,6 +211,17 @@ fn downgrade_switch_and_remotes() {
     let o = tb(&root).args(["upgrade", "--check"]).output().unwrap();
     assert_eq!(o.status.code(), Some(77), "up to date on the new ref: {}", String::from_utf8_lossy(&o.stdout));
 
+    // Another ref whose head is older than the deployment: a switch takes
+    // it (no chronological relation between refs, as `ostree admin
+    // switch`); following that ref again, an older commit is a downgrade.
+    let old_stream = publish(&s, &srv, "testos/old", "old", "0.9", "2025-06-01T00:00:00Z", |_| {});
+    let out = run(tb(&root).args(["switch", "--deploy", "origin:testos/old"]));
+    assert!(out.contains(&format!("Deployed the update {old_stream}.0 of origin:testos/old")), "{out}");
+    run(ostree(&srv).args(["commit", "-b", "testos/old", "--tree=ref=testos/old", "--timestamp=2025-01-01T00:00:00Z", "-s", "older"]));
+    let err = run_fail(tb(&root).args(["switch", "--deploy", "origin:testos/old"]));
+    assert!(err.contains("refusing to downgrade"), "the same ref again: {err}");
+    run(tb(&root).args(["switch", "--deploy", "origin:testos/next"]));
+
     let err = run_fail(tb(&root).args(["switch", "--deploy", "elsewhere:testos/next"]));
     assert!(err.contains("remote \"elsewhere\" of elsewhere:testos/next is not configured in ostree/repo/config"), "{err}");
     let err = run_fail(tb(&root).args(["switch", "--deploy", "origin:testos/nonexistent"]));

@@ -219,7 +219,13 @@ pub fn upgrade(w: &mut Writer, o: &UpgradeOpts) -> Result<UpgradeReport> {
     if target == from.csum && same_origin && w.sysroot.staged.as_ref().is_none_or(|s| s.csum == from.csum) {
         return report(w, Action::NoUpdate, &target, None, false);
     }
-    check_downgrade(w, &from, &target, o.allow_downgrade)?;
+    // Another ref has no chronological relation to the booted commit (a
+    // stream's head may well be older than another's): a switch to it takes
+    // it whatever its date, as `ostree admin switch` does
+    // (OSTREE_SYSROOT_UPGRADER_PULL_FLAGS_ALLOW_OLDER). Following the same
+    // ref, an older commit is a downgrade.
+    let allow_older = o.allow_downgrade || !same_origin;
+    check_downgrade(w, &from, &target, allow_older)?;
     if let Some(st) = w.sysroot.staged.clone().filter(|s| s.csum == target && s.refspec().as_deref() == Some(refspec.as_str())) {
         if o.check {
             return report(w, Action::Available, &target, Some(st.name()), false);
@@ -241,7 +247,7 @@ pub fn upgrade(w: &mut Writer, o: &UpgradeOpts) -> Result<UpgradeReport> {
         // The ref may have moved since the check: what was fetched is what
         // it names now.
         target = w.store()?.resolve(&refspec)?;
-        check_downgrade(w, &from, &target, o.allow_downgrade)?;
+        check_downgrade(w, &from, &target, allow_older)?;
     }
     let mut origin = from.origin.clone().unwrap_or_default();
     // A new deployment starts without the old one's transient state (its

@@ -6,7 +6,7 @@
 ##     reboot (systemctl soft-reboot into /run/nextroot): same kernel boot,
 ##     the new /usr read-only, /etc merged, status right. A next root that is
 ##     broken leaves the old deployment running. Other kernel arguments are
-##     refused; an update with a new initramfs is refused by `upgrade --apply
+##     refused; an update with a new kernel and initramfs is refused by `upgrade --apply
 ##     --soft-reboot=required` and fully rebooted into by `auto`. Both times
 ##     are measured from the command to multi-user.target.
 # treeboot-vm: platforms=trixie-uefi-grub (soft-reboot needs systemd >= 254; bookworm has 252. Not on sdboot for the suite's time: the next root does not depend on the boot loader)
@@ -21,7 +21,7 @@ to_multi_user() {
 soft_reboot_to() { # mark, then the command that soft-reboots
     local mark=$1; shift
     echo "$mark" > $K/mark; cat /proc/sys/kernel/random/boot_id > $K/boot_id; date +%s > $K/t0; sync
-    "$@"
+    "$@" 2>&1 | tee $K/out
     sleep 600
 }
 same_boot() { test "$(cat /proc/sys/kernel/random/boot_id)" = "$(cat $K/boot_id)" || fatal "the kernel booted again: not a soft reboot"; }
@@ -43,6 +43,8 @@ case "${AUTOPKGTEST_REBOOT_MARK:-}" in
 soft)
     same_boot
     echo "KOLA-BENCH soft-reboot: $(to_multi_user) s from treeboot upgrade --apply --soft-reboot=required to multi-user.target"
+    # The drop-ins were there before the mounts: no daemon-reload.
+    grep -q 'systemd keeps the mounts' $K/out || fatal "the soft reboot reloaded systemd: $(cat $K/out)"
     test "$(booted_version)" = 2 || fatal "booted version $(booted_version) after the soft reboot"
     test "$(cat /usr/share/kola/version)" = 2
     test "$(cat /etc/kola-local.conf)" = "local edit"
@@ -76,18 +78,21 @@ broken)
     test $rc = 7 || fatal "soft-reboot with other kernel arguments exited $rc: $(cat /tmp/refused)"
     grep -q 'kernel arguments differ' /tmp/refused || fatal "no reason: $(cat /tmp/refused)"
     test ! -e /run/ostree/nextroot-booted
-    # A new initramfs (the booted one with zeros after it, which the kernel
-    # skips): the update of `upgrade --apply` has another kernel/initramfs
-    # pair. `--soft-reboot=required` stages it and refuses the soft reboot
-    # (exit 7); `--soft-reboot=auto` then reboots fully.
-    initrd=/usr/lib/modules/$(uname -r)/initramfs.img
-    test -f "$initrd" || fatal "no $initrd in the booted tree"
-    mkdir -p /tmp/ov4/usr/lib/modules/$(uname -r)
-    { cat "$initrd"; head -c 4096 /dev/zero; } > /tmp/ov4/$initrd
+    # A new kernel and initramfs (the booted ones with zeros after them,
+    # which the boot loader loads and the kernel skips): the update of
+    # `upgrade --apply` has another kernel/initramfs pair.
+    # `--soft-reboot=required` stages it and refuses the soft reboot (exit
+    # 7); `--soft-reboot=auto` then reboots fully.
+    mods=/usr/lib/modules/$(uname -r)
+    mkdir -p /tmp/ov4/$mods
+    for f in vmlinuz initramfs.img; do
+        test -f "$mods/$f" || fatal "no $mods/$f in the booted tree"
+        { cat "$mods/$f"; head -c 4096 /dev/zero; } > /tmp/ov4/$mods/$f
+    done
     new_commit 4 /tmp/ov4
     set +e; treeboot upgrade --apply --soft-reboot=required > /tmp/refused 2>&1; rc=$?; set -e
     cat /tmp/refused
-    test $rc = 7 || fatal "upgrade --apply --soft-reboot=required of a new initramfs exited $rc"
+    test $rc = 7 || fatal "upgrade --apply --soft-reboot=required of a new kernel exited $rc"
     grep -q 'kernel or initramfs differs' /tmp/refused || fatal "no reason: $(cat /tmp/refused)"
     test "$(dep_object 4 | field soft_reboot_capable)" = false || fatal "status calls the update soft-reboot capable: $(dep_object 4)"
     test ! -e /run/ostree/nextroot-booted
@@ -97,18 +102,25 @@ broken)
     new_commit 5 /tmp/ov4
     treeboot stage debian/test
     # The reboot protocol's mark, written before the command that reboots.
-    echo full > $K/mark; cat /proc/sys/kernel/random/boot_id > $K/boot_id; sync
-    touch /run/kola-reboot; echo "KOLA-REBOOT mark=full" > /dev/ttyS0
+    cat /proc/sys/kernel/random/boot_id > $K/boot_id
+    /tmp/autopkgtest-reboot-prepare full
     date +%s > $K/t0
     treeboot upgrade --apply --soft-reboot=auto
     sleep 600
     ;;
 full)
     echo "KOLA-BENCH full reboot: $(to_multi_user) s from treeboot upgrade --apply --soft-reboot=auto to multi-user.target"
-    if [ "$(cat /proc/sys/kernel/random/boot_id)" = "$(cat $K/boot_id)" ]; then fatal "a soft reboot into a new initramfs"; fi
+    if [ "$(cat /proc/sys/kernel/random/boot_id)" = "$(cat $K/boot_id)" ]; then fatal "a soft reboot into a new kernel"; fi
     test "$(booted_version)" = 5 || fatal "booted $(booted_version) after the full reboot"
-    test -z "$(tail -c 4096 /usr/lib/modules/$(uname -r)/initramfs.img | tr -d '\0')" || fatal "the booted tree has not the new initramfs"
-    test "$(booted_object | grep -o '"bootcsum":"[0-9a-f]*"')" != "$(dep_object 2 | tr -d ' ' | grep -o '"bootcsum":"[0-9a-f]*"')" || fatal "the update has the old bootcsum"
+    for f in vmlinuz initramfs.img; do
+        test -z "$(tail -c 4096 /usr/lib/modules/$(uname -r)/$f | tr -d '\0')" || fatal "the booted tree has not the new $f"
+    done
+    bootcsum=$(booted_object | tr -d ' ' | grep -o '"bootcsum":"[0-9a-f]*"' | cut -d'"' -f4)
+    test -n "$bootcsum" || fatal "no bootcsum in $(booted_object)"
+    test "\"bootcsum\":\"$bootcsum\"" != "$(dep_object 2 | tr -d ' ' | grep -o '"bootcsum":"[0-9a-f]*"')" || fatal "the update has the old bootcsum"
+    # The boot loader loaded the new kernel: the one in the update's boot
+    # directory, which has the new pair's checksum.
+    grep -q "BOOT_IMAGE=[^ ]*-$bootcsum/vmlinuz" /proc/cmdline || fatal "not the update's kernel: $(cat /proc/cmdline)"
     treeboot verify
     echo "soft reboot: ok"
     ;;

@@ -55,9 +55,12 @@ test -d /run/nextroot/sysroot/ostree/deploy/testos && echo "sysroot: the physica
 test -e /run/ostree/nextroot-booted && echo "record: written"
 findmnt -rno TARGET | grep "^$S/" || echo "no mount below the sysroot"
 test -e /run/ostree/initramfs-mount-var && echo "ostree generator: off"
-for u in run-nextroot run-nextroot-usr run-nextroot-sysroot; do
+# The drop-ins, written before the mounts: the next root's unit and, by
+# the prefix drop-in, every unit below it.
+for u in run-nextroot run-nextroot- run-treeboot-nextroot run-treeboot-nextroot-; do
     grep -q '^DefaultDependencies=no$' /run/systemd/system/$u.mount.d/50-treeboot-soft-reboot.conf && echo "kept: $u.mount"
 done
+test "$(ls /run/systemd/system | wc -l)" = 4 && echo "drop-ins: 4"
 test ! -e /run/ostree/staged-deployment && echo "staged: finalized"
 echo "--- switched"
 $REMOUNT --root /run/nextroot
@@ -83,7 +86,7 @@ $TB --sysroot $S status --json
     let text = part("--- text prepared", "--- next root");
     assert!(text.contains("(pending, default, soft-reboot target)") && text.contains("Soft reboot: prepared"), "{text}");
     let next = part("--- next root", "--- switched");
-    for want in ["/run/nextroot\n", "usr: read-only", "etc: writable", "motd: edited after staging", "hello: hello 2.0", "sysroot: the physical root", "record: written", "no mount below the sysroot", "ostree generator: off", "kept: run-nextroot.mount", "kept: run-nextroot-usr.mount", "kept: run-nextroot-sysroot.mount", "staged: finalized"] {
+    for want in ["/run/nextroot\n", "usr: read-only", "etc: writable", "motd: edited after staging", "hello: hello 2.0", "sysroot: the physical root", "record: written", "no mount below the sysroot", "ostree generator: off", "kept: run-nextroot.mount", "kept: run-nextroot-.mount", "kept: run-treeboot-nextroot.mount", "kept: run-treeboot-nextroot-.mount", "drop-ins: 4", "staged: finalized"] {
         assert!(next.contains(want), "{want:?} in:\n{next}");
     }
     // After the switch, treeboot-remount makes the record /run/ostree-booted.

@@ -27,6 +27,7 @@ use super::mount::{is_mountpoint, mount, umount_detach, MountUndo, MS_BIND, MS_P
 use super::prepare_root::{
     check_deployment, finish_sysroot, mount_tree, read_config, root_record, write_booted_as, write_marker, write_markers, BOOTED, OSTREE_GENERATOR_OFF,
 };
+use crate::formats::prepareroot::PrepareRootConfig;
 use crate::formats::runstate::Booted;
 
 /// Where systemd looks for the next root, relative to `/run`.
@@ -38,10 +39,17 @@ const REBOOT_REQUIRED: &str = "reboot-required";
 /// The tmpfs of the next root's transient layers, relative to `/run`.
 const NEXTROOT_PRIVATE: &str = "treeboot/nextroot";
 
+/// A prepared next root: its record and the mount points made for it.
+#[derive(Debug)]
+pub struct Prepared {
+    pub record: Booted,
+    pub mounts: Vec<Utf8PathBuf>,
+}
+
 /// Build `RUN/nextroot` from the deployment `deployment` (relative to the
 /// sysroot mounted at `sysroot`) and write `RUN/ostree/nextroot-booted`.
 /// A failure undoes every mount made and writes no record.
-pub fn prepare(sysroot: &Utf8Path, deployment: &Utf8Path, run_dir: &Utf8Path) -> Result<Booted> {
+pub fn prepare(sysroot: &Utf8Path, deployment: &Utf8Path, run_dir: &Utf8Path) -> Result<Prepared> {
     let root = Dir::open_ambient_dir(sysroot, cap_std::ambient_authority()).with_context(|| format!("Opening the sysroot {sysroot}"))?;
     let config = read_config(&root, deployment)?;
     check_deployment(&root, deployment, &config, false)?;
@@ -52,29 +60,58 @@ pub fn prepare(sysroot: &Utf8Path, deployment: &Utf8Path, run_dir: &Utf8Path) ->
     }
     std::fs::create_dir_all(&target).with_context(|| format!("Creating {target}"))?;
     let mut record = root_record(&deploy, &config)?;
+    // Each mount is a mount unit to systemd, and a soft reboot stops (so
+    // unmounts) every one that conflicts with umount.target, as default
+    // dependencies make them: the next root would arrive without its /usr
+    // and /sysroot. Drop-ins keep them (systemd-soft-reboot.service(8)).
+    // Written before the first mount: systemd loads a mount unit when the
+    // mount appears, and then reads the drop-ins it finds (a new directory
+    // in /run/systemd/system makes it look again), so no daemon-reload is
+    // needed; a unit loaded before is caught by the caller's check.
+    keep_mounts(run_dir).inspect_err(|_| {
+        let _ = forget_kept_mounts(run_dir);
+    })?;
     let mut undo = MountUndo::default();
-    undo.mount(Some(deploy.as_str()), &target, None, MS_BIND | MS_SILENT, None)?;
+    let built = build(&mut undo, &mut record, sysroot, &deploy, &target, &config, run_dir);
+    if let Err(e) = built {
+        drop(undo);
+        let _ = forget_kept_mounts(run_dir);
+        return Err(e);
+    }
+    let mounts = undo.targets();
+    if let Some(m) = mounts.iter().find(|m| !kept(&crate::formats::unitname::path_unit(m.as_str(), "mount"), run_dir)) {
+        drop(undo);
+        let _ = forget_kept_mounts(run_dir);
+        bail!("{m} is outside the mounts a soft reboot keeps");
+    }
+    undo.commit();
+    Ok(Prepared { record, mounts })
+}
+
+/// The mounts and the record of [`prepare`], below the drop-ins.
+fn build(
+    undo: &mut MountUndo,
+    record: &mut Booted,
+    sysroot: &Utf8Path,
+    deploy: &Utf8Path,
+    target: &Utf8Path,
+    config: &PrepareRootConfig,
+    run_dir: &Utf8Path,
+) -> Result<()> {
+    undo.mount(Some(deploy.as_str()), target, None, MS_BIND | MS_SILENT, None)?;
     // Private: a bind of a directory of the (shared) physical root joins
     // its peer group, so every mount below it would also appear below the
     // deployment in /sysroot; and when systemd unmounts that copy at the
     // soft reboot, the unmount propagates back and takes ours with it.
-    mount(None, &target, None, MS_PRIVATE | MS_SILENT, None).with_context(|| format!("Making {target} private"))?;
-    record.transient_etc = mount_tree(&mut undo, &deploy, &target, &config, &run_dir.join(NEXTROOT_PRIVATE))?;
+    mount(None, target, None, MS_PRIVATE | MS_SILENT, None).with_context(|| format!("Making {target} private"))?;
+    record.transient_etc = mount_tree(undo, deploy, target, config, &run_dir.join(NEXTROOT_PRIVATE))?;
     // The physical root, as prepare-root leaves it at /sysroot (without
     // what is mounted below it: /boot and /var are mounted again anew).
     let inner = target.join("sysroot");
     undo.mount(Some(sysroot.as_str()), &inner, None, MS_BIND | MS_SILENT, None)?;
     finish_sysroot(&inner, config.sysroot_readonly)?;
-    // Each mount is a mount unit to systemd, and a soft reboot stops (so
-    // unmounts) every one that conflicts with umount.target, as default
-    // dependencies make them: the next root would arrive without its /usr
-    // and /sysroot. Drop-ins keep them (systemd-soft-reboot.service(8));
-    // they take effect at the next daemon-reload.
-    keep_mounts(run_dir, &undo.targets())?;
-    write_booted_as(run_dir, NEXTROOT_BOOTED, &record)?;
-    arm_generators(run_dir)?;
-    undo.commit();
-    Ok(record)
+    write_booted_as(run_dir, NEXTROOT_BOOTED, record)?;
+    arm_generators(run_dir)
 }
 
 /// ostree-system-generator (ostree-boot) removes its switch
@@ -91,12 +128,34 @@ const KEEP_DROPIN: &str = "50-treeboot-soft-reboot.conf";
 const KEEP_TEXT: &str =
     "# Written by treeboot soft-reboot: the next root's mounts stay across the soft reboot.\n[Unit]\nDefaultDependencies=no\n";
 
-fn keep_mounts(run_dir: &Utf8Path, targets: &[Utf8PathBuf]) -> Result<()> {
-    for t in targets {
-        let unit = crate::formats::unitname::path_unit(t.as_str(), "mount");
+fn keep_mounts(run_dir: &Utf8Path) -> Result<()> {
+    for unit in kept_units(run_dir) {
         write_marker(run_dir, &format!("systemd/system/{unit}.d/{KEEP_DROPIN}"), KEEP_TEXT)?;
     }
     Ok(())
+}
+
+/// The units whose drop-ins [`keep_mounts`] writes: the next root's and its
+/// private tmpfs's mount units, and for each the prefix drop-in (`a-b-.mount`
+/// for `a-b.mount`), which systemd applies to every unit named `a-b-...`,
+/// that is to every mount below (systemd.unit(5), "Description").
+pub fn kept_units(run_dir: &Utf8Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for rel in [NEXTROOT, NEXTROOT_PRIVATE] {
+        let unit = crate::formats::unitname::path_unit(run_dir.join(rel).as_str(), "mount");
+        let stem = unit.trim_end_matches(".mount");
+        out.push(format!("{stem}-.mount"));
+        out.push(unit);
+    }
+    out
+}
+
+/// Whether the mount unit `unit` gets one of [`kept_units`]' drop-ins.
+pub fn kept(unit: &str, run_dir: &Utf8Path) -> bool {
+    kept_units(run_dir).iter().any(|k| match k.strip_suffix("-.mount") {
+        Some(prefix) => unit.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('-') && rest.len() > "-.mount".len()),
+        None => unit == k,
+    })
 }
 
 /// Remove the drop-ins of [`keep_mounts`] (their units are gone after the
@@ -216,6 +275,26 @@ fn find_deployment(sysroot: &Utf8Path, devino: (u64, u64)) -> Option<Utf8PathBuf
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_mount_below_the_next_root_is_kept() {
+        let run = Utf8Path::new("/run");
+        assert_eq!(
+            kept_units(run),
+            ["run-nextroot-.mount", "run-nextroot.mount", "run-treeboot-nextroot-.mount", "run-treeboot-nextroot.mount"]
+        );
+        for unit in ["run-nextroot.mount", "run-nextroot-usr.mount", "run-nextroot-sysroot.mount", "run-nextroot-etc.mount", "run-treeboot-nextroot.mount", "run-treeboot-nextroot-etc\\x2dupper.mount"] {
+            assert!(kept(unit, run), "{unit}");
+        }
+        // Not below: another directory whose name starts the same, the
+        // parent, and what is neither.
+        for unit in ["run-nextrootx.mount", "run.mount", "run-treeboot.mount", "var.mount", "run-nextroot-.mount"] {
+            assert!(!kept(unit, run), "{unit}");
+        }
+        // Another run directory (the tests' own): the names follow it.
+        assert!(kept("tmp-x-run-nextroot-usr.mount", Utf8Path::new("/tmp/x/run")));
+        assert!(!kept("run-nextroot-usr.mount", Utf8Path::new("/tmp/x/run")));
+    }
 
     fn record_for(path: &Utf8Path) -> Booted {
         let m = std::fs::metadata(path).unwrap();

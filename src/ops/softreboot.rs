@@ -10,11 +10,12 @@
 //! then `systemctl soft-reboot`. `--reset` undoes a prepared next root.
 
 use anyhow::{anyhow, bail, Context, Result};
-use camino::Utf8Path;
+use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
 use super::stage::{self, NotBooted};
 use crate::early::nextroot;
+use crate::formats::unitname;
 use crate::sysroot::{Deployment, Sysroot};
 
 /// `upgrade --apply --soft-reboot=WHEN`.
@@ -162,17 +163,18 @@ pub fn soft_reboot(sysroot: &Utf8Path, opts: &SoftRebootOpts) -> Result<SoftRebo
     // A root prepared before (another target, or a try that failed) goes first.
     nextroot::reset(run)?;
     let t = std::time::Instant::now();
-    nextroot::prepare(physical_root(&s.path), &target.path(), run).with_context(|| format!("Preparing {RUN}/{} from {name}", nextroot::NEXTROOT))?;
+    let prepared =
+        nextroot::prepare(physical_root(&s.path), &target.path(), run).with_context(|| format!("Preparing {RUN}/{} from {name}", nextroot::NEXTROOT))?;
     let mounted_ms = t.elapsed().as_millis();
-    let mut reloaded = String::new();
+    let mut checked = String::new();
     if systemd {
         let t = std::time::Instant::now();
-        reload_systemd(run).inspect_err(|_| {
+        let how = ensure_kept(run, &prepared.mounts).inspect_err(|_| {
             let _ = nextroot::reset(run);
         })?;
-        reloaded = format!("; systemd reloaded in {} ms", t.elapsed().as_millis());
+        checked = format!("; {how} in {} ms", t.elapsed().as_millis());
     }
-    crate::say!("Prepared {RUN}/{} from {name} (mounted in {mounted_ms} ms{reloaded})", nextroot::NEXTROOT);
+    crate::say!("Prepared {RUN}/{} from {name} (mounted in {mounted_ms} ms{checked})", nextroot::NEXTROOT);
     if !default {
         crate::warn!("{name} is not the default deployment: a full reboot later boots the default");
     }
@@ -200,15 +202,56 @@ pub fn soft_reboot(sysroot: &Utf8Path, opts: &SoftRebootOpts) -> Result<SoftRebo
     Ok(SoftRebootReport { action: SoftRebootAction::SoftRebooting, deployment: Some(name), finalized, default })
 }
 
-/// `systemctl daemon-reload`, so that systemd reads the drop-ins that keep
-/// the next root's mounts across the soft reboot; then the generator
-/// switch again, which the reload's run of ostree-system-generator took.
-fn reload_systemd(run: &Utf8Path) -> Result<()> {
+/// Make sure systemd keeps the next root's mounts across the soft reboot:
+/// it read the drop-ins of [`nextroot::prepare`] when it loaded each mount
+/// unit (they were written before the mounts); a unit it had loaded before
+/// (a mount made there earlier by something else) still has its default
+/// dependencies, and only then is a `systemctl daemon-reload` (seconds
+/// under emulation, the whole unit tree read again and every generator run)
+/// worth its cost. Returns what was done, for the report.
+fn ensure_kept(run: &Utf8Path, mounts: &[Utf8PathBuf]) -> Result<&'static str> {
+    let units: Vec<String> = mounts.iter().map(|m| unitname::path_unit(m.as_str(), "mount")).collect();
+    let out = std::process::Command::new("systemctl")
+        .args(["show", "--property=Id,DefaultDependencies"])
+        .args(&units)
+        .output()
+        .context("Running systemctl show")?;
+    if out.status.success() {
+        let missing = units_with_default_deps(&String::from_utf8_lossy(&out.stdout), &units);
+        if missing.is_empty() {
+            return Ok("systemd keeps the mounts");
+        }
+        crate::warn!("systemd loaded {} before its drop-in: reloading it", missing.join(", "));
+    }
     let st = std::process::Command::new("systemctl").arg("daemon-reload").status().context("Running systemctl daemon-reload")?;
     if !st.success() {
         bail!("systemctl daemon-reload failed ({st}): the next root's mounts would not outlive the soft reboot; it was taken down again");
     }
-    nextroot::arm_generators(run)
+    // The reload ran ostree-system-generator, which takes its switch.
+    nextroot::arm_generators(run)?;
+    Ok("systemd reloaded")
+}
+
+/// Of `units`, those `systemctl show --property=Id,DefaultDependencies`
+/// (`out`) does not report with `DefaultDependencies=no`: a unit it does
+/// not list at all counts as not kept.
+fn units_with_default_deps(out: &str, units: &[String]) -> Vec<String> {
+    let mut kept = std::collections::HashSet::new();
+    for block in out.split("\n\n") {
+        let mut id = None;
+        let mut no = false;
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("Id=") {
+                id = Some(v.trim());
+            } else if line.trim() == "DefaultDependencies=no" {
+                no = true;
+            }
+        }
+        if let (Some(id), true) = (id, no) {
+            kept.insert(id.to_string());
+        }
+    }
+    units.iter().filter(|u| !kept.contains(u.as_str())).cloned().collect()
 }
 
 /// The physical root's path: on a booted system (`--sysroot /`, where `/`
@@ -233,6 +276,18 @@ pub fn systemd_soft_reboots() -> bool {
 mod tests {
     use super::*;
     use crate::sysroot::fixture::*;
+
+    #[test]
+    fn a_unit_not_shown_kept_is_reloaded() {
+        let units: Vec<String> = ["run-nextroot.mount", "run-nextroot-usr.mount", "run-nextroot-sysroot.mount"].map(String::from).to_vec();
+        let all_kept = "Id=run-nextroot.mount\nDefaultDependencies=no\n\nId=run-nextroot-usr.mount\nDefaultDependencies=no\n\nId=run-nextroot-sysroot.mount\nDefaultDependencies=no\n";
+        assert!(units_with_default_deps(all_kept, &units).is_empty());
+        // Loaded before the drop-in: the default dependencies; and a unit
+        // systemd did not report is not known to be kept either.
+        let one_not = "Id=run-nextroot.mount\nDefaultDependencies=no\n\nId=run-nextroot-usr.mount\nDefaultDependencies=yes\n";
+        assert_eq!(units_with_default_deps(one_not, &units), ["run-nextroot-usr.mount", "run-nextroot-sysroot.mount"]);
+        assert_eq!(units_with_default_deps("", &units), units);
+    }
 
     #[test]
     fn same_kernel_and_arguments_soft_reboot() {

@@ -13,9 +13,7 @@ HEALTH_FAILED=c3b7e1f5a1d84c4f9c2f0d1e6a7b8c06
 # A power cut: the kernel resets at once, without syncing (what is not on
 # the disk yet is lost). The mark is written first.
 power_cut() { # next-mark
-    echo "$1" > /var/lib/kola/mark; sync
-    touch /run/kola-reboot
-    echo "KOLA-POWERCUT-NOW mark=$1" > /dev/ttyS0
+    /tmp/autopkgtest-reboot-prepare "$1"
     echo b > /proc/sysrq-trigger
     sleep 600
 }

@@ -25,11 +25,12 @@
 #        system (tests/vm/prefetch: built while the cargo tests run)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-ROOTFS_ONLY=""
-if [[ ${1:-} == --rootfs-only ]]; then ROOTFS_ONLY=1; shift; set -- "" "$@"; fi
-W=$1
-PLATFORM=${2:-bookworm-bios-grub}
-[[ -n $W ]] && mkdir -p "$W"
+if [[ ${1:-} == --rootfs-only ]]; then
+    ROOTFS_ONLY=1 W="" PLATFORM=${2:?usage: build-image.sh --rootfs-only PLATFORM}
+else
+    ROOTFS_ONLY="" W=${1:?usage: build-image.sh WORKDIR [PLATFORM]} PLATFORM=${2:-bookworm-bios-grub}
+    mkdir -p "$W"
+fi
 # busybox: its httpd serves the update repository on 127.0.0.1 in the guest.
 PKGS=systemd,systemd-sysv,udev,linux-image-amd64,dracut,ostree,e2fsprogs,kmod,procps,util-linux,dmsetup,busybox
 case $PLATFORM in
@@ -97,7 +98,9 @@ install -Dm755 "$ROOT/tests/vm/guest/kola-runner" "$R/usr/lib/treeboot-test/kola
 cargo build --release --locked --manifest-path "$ROOT/Cargo.toml" --example replay-log >/dev/null 2>&1 \
     || cargo build --release --locked --manifest-path "$ROOT/Cargo.toml" --example replay-log
 install -Dm755 "$ROOT/target/release/examples/replay-log" "$R/usr/lib/treeboot-test/replay-log"
-install -Dm755 "$ROOT/tests/vm/guest/autopkgtest-reboot" "$R/usr/lib/treeboot-test/autopkgtest-reboot"
+for f in autopkgtest-reboot autopkgtest-reboot-prepare; do
+    install -Dm755 "$ROOT/tests/vm/guest/$f" "$R/usr/lib/treeboot-test/$f"
+done
 install -Dm644 "$ROOT/tests/vm/guest/treeboot-kola.service" "$R/usr/lib/systemd/system/treeboot-kola.service"
 ln -sf /usr/lib/systemd/system/treeboot-kola.service "$R/etc/systemd/system/multi-user.target.wants/treeboot-kola.service"
 ln -sf /usr/lib/systemd/system/treeboot-boot-complete.service "$R/etc/systemd/system/multi-user.target.wants/treeboot-boot-complete.service"

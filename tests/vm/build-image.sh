@@ -140,6 +140,20 @@ for u in getty-static.service getty@.service autovt@.service dracut-shutdown.ser
     e2scrub_reap.service; do
     ln -sf /dev/null "$R/etc/systemd/system/$u"
 done
+# Generators systemd runs at every start of its manager (each boot, in the
+# root and again after a soft reboot, and at every daemon-reload), for what
+# this guest does not have: no kernel-command-line units or shells, no
+# getty (the serial one is masked above), no GPT auto-mounts (fstab says
+# where /boot is), no hibernation, rc.local, SysV scripts, sshd, TPM or
+# offline updates. Under TCG each costs 0.1-0.25 s (1.6 s together,
+# measured in the guest). Masked: fstab's, treeboot's and ostree-boot's
+# stay, and systemd-boot's bless-boot generator when it is there.
+mkdir -p "$R/etc/systemd/system-generators"
+for g in systemd-debug-generator systemd-getty-generator systemd-gpt-auto-generator \
+    systemd-hibernate-resume-generator systemd-rc-local-generator systemd-run-generator systemd-ssh-generator \
+    systemd-system-update-generator systemd-sysv-generator systemd-tpm2-generator; do
+    ln -sf /dev/null "$R/etc/systemd/system-generators/$g"
+done
 echo treeboot-vm > "$R/etc/hostname"
 : > "$R/etc/machine-id"
 : > "$R/etc/fstab"

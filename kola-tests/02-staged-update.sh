@@ -45,6 +45,10 @@ case "${AUTOPKGTEST_REBOOT_MARK:-}" in
     mkdir -p /tmp/ov/usr/etc
     echo "new default" > /tmp/ov/usr/etc/kola-default.conf
     new_commit 2 /tmp/ov
+    # On systemd-boot the update is counted (`+2`), so that its boot shows
+    # systemd-boot's counting of treeboot's FAT entries and the blessing
+    # (GRUB's counting has 11 and 12).
+    if boot_is_fat; then ostree --repo=/sysroot/ostree/repo config set sysroot.boot-counting-tries 2; fi
     echo "local edit" > /etc/kola-local.conf
     treeboot stage --json debian/test
     systemctl is-active treeboot-finalize-staged.service
@@ -68,6 +72,14 @@ applied)
     test -e /etc/kola-etc-write || fatal "/etc lost a file written before the update"
     grep -q rollback <<<"$(treeboot status)" || fatal "no rollback deployment"
     if boot_is_fat; then
+        # systemd-boot counted this boot (the entry renamed to +1-1) and
+        # named the entry in LoaderBootCountPath; after boot-complete.target
+        # the deployment is blessed (this image has no systemd-bless-boot:
+        # treeboot-bless-boot does it) and the entry has no counter left.
+        test -n "$(loader_var LoaderBootCountPath)" || fatal "systemd-boot did not count the update's boot: $(ls /boot/loader/entries)"
+        systemctl start treeboot-bless-boot.service
+        test "$(dep_object 2 | field boot_assessment)" = blessed || fatal "the update is not blessed: $(dep_object 2); entries: $(ls /boot/loader/entries)"
+        ! grep -q '+' <<<"$(ls /boot/loader/entries)" || fatal "an entry keeps its counter: $(ls /boot/loader/entries)"
         check_loader_entry_selected
         test ! -e /boot/loader.new || fatal "the old list is still in /boot/loader.new"
     fi

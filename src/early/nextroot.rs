@@ -39,16 +39,18 @@ const REBOOT_REQUIRED: &str = "reboot-required";
 /// The tmpfs of the next root's transient layers, relative to `/run`.
 const NEXTROOT_PRIVATE: &str = "treeboot/nextroot";
 
-/// A prepared next root: its record and the mount points made for it.
+/// A prepared next root: its record and the mount units of the mounts made
+/// for it (each one kept by [`keep_mounts`]' drop-ins).
 #[derive(Debug)]
 pub struct Prepared {
     pub record: Booted,
-    pub mounts: Vec<Utf8PathBuf>,
+    pub units: Vec<String>,
 }
 
 /// Build `RUN/nextroot` from the deployment `deployment` (relative to the
 /// sysroot mounted at `sysroot`) and write `RUN/ostree/nextroot-booted`.
-/// A failure undoes every mount made and writes no record.
+/// A failure undoes every mount made, removes the drop-ins and writes no
+/// record.
 pub fn prepare(sysroot: &Utf8Path, deployment: &Utf8Path, run_dir: &Utf8Path) -> Result<Prepared> {
     let root = Dir::open_ambient_dir(sysroot, cap_std::ambient_authority()).with_context(|| format!("Opening the sysroot {sysroot}"))?;
     let config = read_config(&root, deployment)?;
@@ -60,32 +62,36 @@ pub fn prepare(sysroot: &Utf8Path, deployment: &Utf8Path, run_dir: &Utf8Path) ->
     }
     std::fs::create_dir_all(&target).with_context(|| format!("Creating {target}"))?;
     let mut record = root_record(&deploy, &config)?;
-    // Each mount is a mount unit to systemd, and a soft reboot stops (so
-    // unmounts) every one that conflicts with umount.target, as default
-    // dependencies make them: the next root would arrive without its /usr
-    // and /sysroot. Drop-ins keep them (systemd-soft-reboot.service(8)).
-    // Written before the first mount: systemd loads a mount unit when the
-    // mount appears, and then reads the drop-ins it finds (a new directory
-    // in /run/systemd/system makes it look again), so no daemon-reload is
-    // needed; a unit loaded before is caught by the caller's check.
-    keep_mounts(run_dir).inspect_err(|_| {
-        let _ = forget_kept_mounts(run_dir);
-    })?;
     let mut undo = MountUndo::default();
-    let built = build(&mut undo, &mut record, sysroot, &deploy, &target, &config, run_dir);
-    if let Err(e) = built {
-        drop(undo);
-        let _ = forget_kept_mounts(run_dir);
-        return Err(e);
+    let built = (|| {
+        // Each mount is a mount unit to systemd, and a soft reboot stops
+        // (so unmounts) every one that conflicts with umount.target, as
+        // default dependencies make them: the next root would arrive
+        // without its /usr and /sysroot. Drop-ins keep them
+        // (systemd-soft-reboot.service(8)). Written before the first
+        // mount: systemd loads a mount unit when the mount appears, and
+        // then reads the drop-ins it finds (a new directory in
+        // /run/systemd/system makes it look again), so no daemon-reload is
+        // needed; a unit loaded before is caught by the caller's check.
+        keep_mounts(run_dir)?;
+        build(&mut undo, &mut record, sysroot, &deploy, &target, &config, run_dir)?;
+        let units: Vec<String> = undo.targets().iter().map(|m| crate::formats::unitname::path_unit(m.as_str(), "mount")).collect();
+        if let Some(u) = units.iter().find(|u| !kept(u, run_dir)) {
+            bail!("{u} is outside the mounts a soft reboot keeps");
+        }
+        Ok(units)
+    })();
+    match built {
+        Ok(units) => {
+            undo.commit();
+            Ok(Prepared { record, units })
+        }
+        Err(e) => {
+            drop(undo);
+            let _ = forget_kept_mounts(run_dir);
+            Err(e)
+        }
     }
-    let mounts = undo.targets();
-    if let Some(m) = mounts.iter().find(|m| !kept(&crate::formats::unitname::path_unit(m.as_str(), "mount"), run_dir)) {
-        drop(undo);
-        let _ = forget_kept_mounts(run_dir);
-        bail!("{m} is outside the mounts a soft reboot keeps");
-    }
-    undo.commit();
-    Ok(Prepared { record, mounts })
 }
 
 /// The mounts and the record of [`prepare`], below the drop-ins.

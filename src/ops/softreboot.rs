@@ -10,12 +10,11 @@
 //! then `systemctl soft-reboot`. `--reset` undoes a prepared next root.
 
 use anyhow::{anyhow, bail, Context, Result};
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8Path;
 use serde::Serialize;
 
 use super::stage::{self, NotBooted};
 use crate::early::nextroot;
-use crate::formats::unitname;
 use crate::sysroot::{Deployment, Sysroot};
 
 /// `upgrade --apply --soft-reboot=WHEN`.
@@ -169,7 +168,7 @@ pub fn soft_reboot(sysroot: &Utf8Path, opts: &SoftRebootOpts) -> Result<SoftRebo
     let mut checked = String::new();
     if systemd {
         let t = std::time::Instant::now();
-        let how = ensure_kept(run, &prepared.mounts).inspect_err(|_| {
+        let how = ensure_kept(run, &prepared.units).inspect_err(|_| {
             let _ = nextroot::reset(run);
         })?;
         checked = format!("; {how} in {} ms", t.elapsed().as_millis());
@@ -209,15 +208,14 @@ pub fn soft_reboot(sysroot: &Utf8Path, opts: &SoftRebootOpts) -> Result<SoftRebo
 /// dependencies, and only then is a `systemctl daemon-reload` (seconds
 /// under emulation, the whole unit tree read again and every generator run)
 /// worth its cost. Returns what was done, for the report.
-fn ensure_kept(run: &Utf8Path, mounts: &[Utf8PathBuf]) -> Result<&'static str> {
-    let units: Vec<String> = mounts.iter().map(|m| unitname::path_unit(m.as_str(), "mount")).collect();
+fn ensure_kept(run: &Utf8Path, units: &[String]) -> Result<&'static str> {
     let out = std::process::Command::new("systemctl")
         .args(["show", "--property=Id,DefaultDependencies"])
-        .args(&units)
+        .args(units)
         .output()
         .context("Running systemctl show")?;
     if out.status.success() {
-        let missing = units_with_default_deps(&String::from_utf8_lossy(&out.stdout), &units);
+        let missing = units_with_default_deps(&String::from_utf8_lossy(&out.stdout), units);
         if missing.is_empty() {
             return Ok("systemd keeps the mounts");
         }

@@ -14,6 +14,10 @@
 //!   ioctls.
 //! - [`ThawWatchdog`]: `fork()`, which rustix offers only in its unstable
 //!   `runtime` API, and the async-signal-safe calls its child makes.
+//! - [`loop_attach_readonly`]: the loop ioctls (`LOOP_CTL_GET_FREE`,
+//!   `LOOP_CONFIGURE`), for a composefs image on a kernel whose EROFS
+//!   cannot mount a file directly.
+//! - [`enable_verity`], [`measure_verity`]: the fs-verity ioctls.
 #![allow(unsafe_code)]
 
 use std::io::{self, Read, Write};
@@ -176,5 +180,146 @@ impl Drop for ThawWatchdog {
         // watchdog thaw and exit. Either way it is reaped here.
         let _ = self.sock.shutdown(std::net::Shutdown::Both);
         let _ = rustix::process::waitpid(Some(self.pid), rustix::process::WaitOptions::empty());
+    }
+}
+
+const LOOP_CTL_GET_FREE: u32 = 0x4C82;
+const LOOP_CONFIGURE: u32 = 0x4C0A;
+const LO_FLAGS_READ_ONLY: u32 = 1;
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+
+/// `struct loop_info64` (linux/loop.h).
+#[repr(C)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+/// `struct loop_config` (linux/loop.h, Linux 5.8).
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+/// A read-only loop device over `backing` (4096-byte blocks, autoclear: it
+/// goes away when its last user, the mount made from it, goes). Returns
+/// the open device, to be closed once it is mounted, and its path.
+pub fn loop_attach_readonly(backing: BorrowedFd<'_>, name: &str) -> io::Result<(std::fs::File, String)> {
+    let ctl = std::fs::OpenOptions::new().read(true).write(true).open("/dev/loop-control")?;
+    // Another process may take the free device between the two calls:
+    // LOOP_CONFIGURE then fails with EBUSY, and we ask again.
+    for _ in 0..16 {
+        // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a number.
+        let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let path = format!("/dev/loop{n}");
+        let dev = std::fs::OpenOptions::new().read(true).write(true).open(&path)?;
+        // SAFETY: LoopConfig is plain data (integers and byte arrays):
+        // all-zero is a valid value of it.
+        let mut cfg: LoopConfig = unsafe { std::mem::zeroed() };
+        cfg.fd = backing.as_raw_fd() as u32;
+        cfg.block_size = 4096;
+        cfg.info.lo_flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR;
+        let b = name.as_bytes();
+        let len = b.len().min(cfg.info.lo_file_name.len() - 1);
+        cfg.info.lo_file_name[..len].copy_from_slice(&b[..len]);
+        // SAFETY: LOOP_CONFIGURE only reads the struct, which lives on our
+        // stack until the call returns; both descriptors are valid for it.
+        let r = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE as _, &cfg as *const LoopConfig) };
+        if r == 0 {
+            return Ok((dev, path));
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EBUSY) {
+            return Err(io::Error::new(e.kind(), format!("LOOP_CONFIGURE on {path}: {e}")));
+        }
+    }
+    Err(io::Error::other("no free loop device (16 tries)"))
+}
+
+const FS_IOC_ENABLE_VERITY: u32 = 0x4080_6685;
+const FS_IOC_MEASURE_VERITY: u32 = 0xC004_6686;
+const FS_VERITY_HASH_ALG_SHA256: u32 = 1;
+
+/// `struct fsverity_enable_arg` (linux/fsverity.h).
+#[repr(C)]
+struct FsverityEnableArg {
+    version: u32,
+    hash_algorithm: u32,
+    block_size: u32,
+    salt_size: u32,
+    salt_ptr: u64,
+    sig_size: u32,
+    reserved1: u32,
+    sig_ptr: u64,
+    reserved2: [u64; 11],
+}
+
+/// Enable fs-verity (SHA-256, 4096-byte blocks, no salt: composefs's and
+/// libostree's parameters) on the file behind `fd`, open read-only with no
+/// writer anywhere. Errors are the raw ones: `EEXIST` when it is on
+/// already, `EOPNOTSUPP`/`ENOTTY` when the file system cannot.
+pub fn enable_verity(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    let arg = FsverityEnableArg {
+        version: 1,
+        hash_algorithm: FS_VERITY_HASH_ALG_SHA256,
+        block_size: 4096,
+        salt_size: 0,
+        salt_ptr: 0,
+        sig_size: 0,
+        reserved1: 0,
+        sig_ptr: 0,
+        reserved2: [0; 11],
+    };
+    // SAFETY: the ioctl only reads the struct, which lives on our stack
+    // until the call returns; it has no salt or signature pointers.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_ENABLE_VERITY as _, &arg as *const FsverityEnableArg) };
+    if r == 0 { Ok(()) } else { Err(Errno::from_io_error(&io::Error::last_os_error()).unwrap_or(Errno::IO)) }
+}
+
+/// The SHA-256 fs-verity digest of the file behind `fd`, when fs-verity
+/// is on for it (None when it is not, or the file system has none).
+pub fn measure_verity(fd: BorrowedFd<'_>) -> Option<[u8; 32]> {
+    #[repr(C)]
+    struct Digest {
+        algorithm: u16,
+        size: u16,
+        digest: [u8; 64],
+    }
+    let mut d = Digest { algorithm: 0, size: 64, digest: [0; 64] };
+    // SAFETY: the kernel writes at most `size` (64) bytes of digest after
+    // the two u16s, into the struct on our stack.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_MEASURE_VERITY as _, &mut d as *mut Digest) };
+    if r != 0 || d.algorithm != FS_VERITY_HASH_ALG_SHA256 as u16 || d.size != 32 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&d.digest[..32]);
+    Some(out)
+}
+
+#[cfg(test)]
+mod abi {
+    #[test]
+    fn kernel_struct_sizes() {
+        assert_eq!(std::mem::size_of::<super::LoopInfo64>(), 232);
+        assert_eq!(std::mem::size_of::<super::LoopConfig>(), 8 + 232 + 64);
+        assert_eq!(std::mem::size_of::<super::FsverityEnableArg>(), 128);
     }
 }

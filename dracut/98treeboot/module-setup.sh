@@ -12,6 +12,12 @@ depends() {
     return 0
 }
 
+# composefs (a deployment whose prepare-root.conf asks for it): its image is
+# EROFS, mounted from the file or from a loop device, under overlayfs.
+installkernel() {
+    hostonly='' instmods erofs overlay loop
+}
+
 install() {
     inst_binary /usr/lib/treeboot/treeboot-prepare-root
     for r in /usr/lib /etc; do

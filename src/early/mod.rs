@@ -2,6 +2,7 @@
 //! systemd generator. These run before the system exists and link only
 //! libc: they use `formats` and never `repo`, `ops` or the sysroot writers.
 
+pub mod composefs;
 pub mod generator;
 pub mod mount;
 pub mod nextroot;

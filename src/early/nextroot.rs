@@ -25,7 +25,8 @@ use cap_std_ext::cap_std::{self, fs::Dir};
 
 use super::mount::{is_mountpoint, mount, umount_detach, MountUndo, MS_BIND, MS_PRIVATE, MS_SILENT};
 use super::prepare_root::{
-    check_deployment, finish_sysroot, mount_tree, read_config, root_record, write_booted_as, write_marker, write_markers, BOOTED, OSTREE_GENERATOR_OFF,
+    check_deployment, finish_sysroot, mount_base, mount_tree, read_config, root_record, write_booted_as, write_marker, write_markers, BOOTED,
+    OSTREE_GENERATOR_OFF,
 };
 use crate::formats::prepareroot::PrepareRootConfig;
 use crate::formats::runstate::Booted;
@@ -53,7 +54,10 @@ pub struct Prepared {
 /// record.
 pub fn prepare(sysroot: &Utf8Path, deployment: &Utf8Path, run_dir: &Utf8Path) -> Result<Prepared> {
     let root = Dir::open_ambient_dir(sysroot, cap_std::ambient_authority()).with_context(|| format!("Opening the sysroot {sysroot}"))?;
-    let config = read_config(&root, deployment)?;
+    // The running kernel's arguments (a soft reboot keeps them: the
+    // caller refuses a deployment whose arguments differ).
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let config = read_config(&root, deployment, cmdline.trim())?;
     check_deployment(&root, deployment, &config, false)?;
     let deploy = sysroot.join(deployment);
     let target = run_dir.join(NEXTROOT);
@@ -104,13 +108,16 @@ fn build(
     config: &PrepareRootConfig,
     run_dir: &Utf8Path,
 ) -> Result<()> {
-    undo.mount(Some(deploy.as_str()), target, None, MS_BIND | MS_SILENT, None)?;
+    let private = run_dir.join(NEXTROOT_PRIVATE);
+    let base = mount_base(undo, sysroot, deploy, target, config, Some(&private))?;
+    record.composefs = base.composefs;
+    record.composefs_verity = base.composefs && config.composefs_verity;
     // Private: a bind of a directory of the (shared) physical root joins
     // its peer group, so every mount below it would also appear below the
     // deployment in /sysroot; and when systemd unmounts that copy at the
     // soft reboot, the unmount propagates back and takes ours with it.
     mount(None, target, None, MS_PRIVATE | MS_SILENT, None).with_context(|| format!("Making {target} private"))?;
-    record.transient_etc = mount_tree(undo, deploy, target, config, &run_dir.join(NEXTROOT_PRIVATE))?;
+    record.transient_etc = mount_tree(undo, deploy, target, config, &private, &base)?;
     // The physical root, as prepare-root leaves it at /sysroot (without
     // what is mounted below it: /boot and /var are mounted again anew).
     let inner = target.join("sysroot");

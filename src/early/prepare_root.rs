@@ -38,7 +38,8 @@ use super::mount::{MountUndo, MS_BIND, MS_MOVE, MS_NODEV, MS_NOSUID, MS_PRIVATE,
 use crate::formats::kargs::Kargs;
 use crate::formats::keyfile::KeyFile;
 use crate::formats::names::{parse_deploy_name, valid_stateroot};
-use crate::formats::prepareroot::{Composefs, PrepareRootConfig};
+use super::composefs::{self as cfs, IMAGE_NAME};
+use crate::formats::prepareroot::{Composefs, PrepareRootConfig, COMPOSEFS_KARG};
 use crate::formats::runstate::Booted;
 
 #[derive(Debug, Clone)]
@@ -101,9 +102,11 @@ pub fn resolve(root: &Dir, sysroot: &Utf8Path, cmdline: &str) -> Result<Resolved
     }
 }
 
-/// Step 2: prepare-root.conf of the deployment, and the repository's
-/// `[sysroot] readonly` (libostree 2022.7 reads it there). Warnings are printed.
-pub fn read_config(root: &Dir, deployment: &Utf8Path) -> Result<PrepareRootConfig> {
+/// Step 2: prepare-root.conf of the deployment, the repository's
+/// `[sysroot] readonly` (libostree 2022.7 reads it there), and the kernel
+/// argument `ostree.prepare-root.composefs=` of `cmdline` over them.
+/// Warnings are printed.
+pub fn read_config(root: &Dir, deployment: &Utf8Path, cmdline: &str) -> Result<PrepareRootConfig> {
     let mut c = PrepareRootConfig::default();
     if let Some(t) = root.read_to_string_optional("ostree/repo/config")? {
         if let Ok(kf) = KeyFile::parse(&t) {
@@ -120,8 +123,15 @@ pub fn read_config(root: &Dir, deployment: &Utf8Path) -> Result<PrepareRootConfi
             }
         }
     }
-    if c.composefs == Composefs::Yes {
-        bail!("composefs is required by prepare-root.conf ([composefs] enabled), but treeboot does not support composefs");
+    let kargs = Kargs::parse(cmdline).map_err(|e| anyhow!("kernel command line: {e}"))?;
+    if let Some(v) = kargs.get(COMPOSEFS_KARG) {
+        c.apply_karg(v.trim_matches('"')).map_err(|e| anyhow!("kernel command line: {e}"))?;
+    }
+    if c.composefs != Composefs::No && c.composefs_signed {
+        bail!(
+            "composefs: enabled = signed (a signed image digest) is not supported by treeboot; \
+             `verity` checks every object against the image"
+        );
     }
     Ok(c)
 }
@@ -152,7 +162,7 @@ pub fn prepare_root(opts: &Options) -> Result<Booted> {
         .with_context(|| format!("Opening the sysroot {sysroot}"))?;
     let r = resolve(&root, sysroot, &opts.cmdline)?;
     let drel = &r.deployment;
-    let config = read_config(&root, drel)?;
+    let config = read_config(&root, drel, &opts.cmdline)?;
     check_deployment(&root, drel, &config, opts.pid1)?;
     let deploy = sysroot.join(drel);
     let mut booted = root_record(&deploy, &config)?;
@@ -161,10 +171,16 @@ pub fn prepare_root(opts: &Options) -> Result<Booted> {
     // 3. `/` private: the kernel refuses to move mounts under a shared parent.
     super::mount::mount(None, Utf8Path::new("/"), None, MS_REC | MS_PRIVATE | MS_SILENT, None)
         .context("Making / private")?;
-    // 4. The deployment, bound onto itself so that it is a mount we can move.
-    undo.mount(Some(deploy.as_str()), &deploy, None, MS_BIND | MS_SILENT, None)?;
+    // 4. The deployment, bound onto itself so that it is a mount we can
+    //    move, or its composefs image mounted there. (PID 1 mode has no
+    //    /run yet for a transient composefs root's layers.)
+    let early_private = (!opts.pid1).then(|| opts.run_dir.join("treeboot"));
+    let base = mount_base(&mut undo, sysroot, &deploy, &deploy, &config, early_private.as_deref())?;
+    booted.composefs = base.composefs;
+    booted.composefs_verity = base.composefs && config.composefs_verity;
     // PID 1 mode: there is no /run yet; the new root's is a tmpfs, made now
-    // so that the transient layers and the record live in it.
+    // (on the composefs root, when there is one) so that the transient
+    // layers and the record live in it.
     let run_dir = if opts.pid1 {
         let run = deploy.join("run");
         undo.mount(Some("tmpfs"), &run, Some("tmpfs"), MS_NOSUID | MS_NODEV | MS_SILENT, Some("mode=0755"))?;
@@ -173,7 +189,7 @@ pub fn prepare_root(opts: &Options) -> Result<Booted> {
         opts.run_dir.clone()
     };
     let run_private = run_dir.join("treeboot");
-    booted.transient_etc = mount_tree(&mut undo, &deploy, &deploy, &config, &run_private)?;
+    booted.transient_etc = mount_tree(&mut undo, &deploy, &deploy, &config, &run_private, &base)?;
     // 7. /var without systemd.
     if opts.bind_var {
         let var_src = sysroot.join(format!("ostree/deploy/{}/var", r.stateroot));
@@ -215,22 +231,108 @@ pub(crate) fn root_record(deploy: &Utf8Path, config: &PrepareRootConfig) -> Resu
         transient_etc: None,
         root_transient: config.root_transient,
         composefs: false,
+        composefs_verity: false,
     })
 }
 
-/// Steps 5 and 6 on `target`, where the deployment `deploy` is bound
-/// already: the deployment itself in the initramfs, `/run/nextroot` for a
-/// soft reboot ([`super::nextroot`]), so that both build the same root.
-/// Transient layers get their tmpfs under `run_private`; returns the upper
-/// directory of a transient `/etc`.
+/// What step 4 put on the target.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Base {
+    /// The deployment's composefs image, mounted over the objects (the
+    /// whole tree read-only, or transient; `/etc` bound in already unless
+    /// it is transient); otherwise a bind of the deployment.
+    pub composefs: bool,
+}
+
+/// Step 4 on `target`: a bind of the deployment `deploy`, or, when
+/// composefs is asked for and (with `maybe`) the deployment has an image,
+/// the image mounted over the repository's objects with the deployment's
+/// own `/etc` bound into it (the image has an empty `/etc` for it, as it
+/// has `/var` and `/sysroot`). `run_private` holds a transient root's
+/// layers (None: PID 1 mode, which has no /run for them yet).
+pub(crate) fn mount_base(
+    undo: &mut MountUndo,
+    sysroot: &Utf8Path,
+    deploy: &Utf8Path,
+    target: &Utf8Path,
+    config: &PrepareRootConfig,
+    run_private: Option<&Utf8Path>,
+) -> Result<Base> {
+    let image = deploy.join(IMAGE_NAME);
+    let wanted = match config.composefs {
+        Composefs::No => false,
+        Composefs::Maybe if !image.exists() => {
+            log(&format!("composefs: maybe, and the deployment has no image ({image}): booting without it"));
+            false
+        }
+        Composefs::Maybe | Composefs::Yes => true,
+    };
+    if !wanted {
+        undo.mount(Some(deploy.as_str()), target, None, MS_BIND | MS_SILENT, None)?;
+        return Ok(Base::default());
+    }
+    if !image.exists() {
+        bail!("composefs is required (prepare-root.conf [composefs] enabled, or {COMPOSEFS_KARG}=), but the deployment has no image: {image} does not exist");
+    }
+    // The deployment's /etc, held open before the image covers it.
+    let etc = if config.etc_transient {
+        None
+    } else {
+        let p = deploy.join("etc");
+        Some(rustix::fs::open(p.as_str(), rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())
+            .with_context(|| format!("Opening {p}"))?)
+    };
+    let upper = if config.root_transient {
+        let Some(run_private) = run_private else {
+            bail!("composefs with [root] transient needs an initramfs: in PID 1 mode there is no /run for its layers yet");
+        };
+        let scratch = run_private.join("root");
+        std::fs::create_dir_all(&scratch).with_context(|| format!("Creating {scratch}"))?;
+        undo.mount(Some("tmpfs"), &scratch, Some("tmpfs"), MS_SILENT, Some("mode=0755"))?;
+        for d in ["upper", "work"] {
+            std::fs::create_dir_all(scratch.join(d))?;
+        }
+        Some((scratch.join("upper"), scratch.join("work")))
+    } else {
+        None
+    };
+    let opts = cfs::MountOptions {
+        require_verity: config.composefs_verity,
+        upper: upper.as_ref().map(|(u, w)| (u.as_path(), w.as_path())),
+    };
+    let objects = sysroot.join("ostree/repo/objects");
+    let h = cfs::mount_image(undo, &image, &objects, target, &opts)?;
+    log(&format!(
+        "composefs: mounted {image} (format {}, verity {})",
+        h.version,
+        if config.composefs_verity { "required" } else { "not required" }
+    ));
+    if let Some(fd) = etc {
+        use std::os::fd::AsRawFd;
+        let src = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        undo.mount(Some(&src), &target.join("etc"), None, MS_BIND | MS_SILENT, None)
+            .with_context(|| format!("Binding the deployment's {deploy}/etc into the composefs root"))?;
+    }
+    Ok(Base { composefs: true })
+}
+
+/// Steps 5 and 6 on `target`, where step 4 ([`mount_base`]) put the
+/// deployment `deploy`: the deployment itself in the initramfs,
+/// `/run/nextroot` for a soft reboot ([`super::nextroot`]), so that both
+/// build the same root. Transient layers get their tmpfs under
+/// `run_private`; returns the upper directory of a transient `/etc`.
 pub(crate) fn mount_tree(
     undo: &mut MountUndo,
     deploy: &Utf8Path,
     target: &Utf8Path,
     config: &PrepareRootConfig,
     run_private: &Utf8Path,
+    base: &Base,
 ) -> Result<Option<String>> {
-    if config.root_transient {
+    if base.composefs {
+        // The image is the whole tree, read-only (or transient already);
+        // /etc is in place unless it is transient.
+    } else if config.root_transient {
         transient_overlay(undo, &run_private.join("root"), deploy, target)?;
         std::fs::create_dir_all(target.join("sysroot"))?;
     } else {
@@ -247,7 +349,7 @@ pub(crate) fn mount_tree(
         transient_overlay(undo, &t, &target.join("usr/etc"), &etc)?;
         return Ok(Some(t.join("upper").to_string()));
     }
-    if config.sysroot_readonly {
+    if config.sysroot_readonly && !base.composefs {
         undo.mount(Some(etc.as_str()), &etc, None, MS_BIND | MS_SILENT, None)?;
     }
     Ok(None)

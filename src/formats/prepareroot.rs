@@ -4,13 +4,18 @@
 
 use super::keyfile::KeyFile;
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// `[composefs] enabled`, as a tristate: `maybe` mounts the image when the
+/// deployment has one and boots without it otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Composefs {
     #[default]
     No,
     Maybe,
     Yes,
 }
+
+/// The kernel argument that overrides `[composefs] enabled` (libostree's).
+pub const COMPOSEFS_KARG: &str = "ostree.prepare-root.composefs";
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PrepareRootConfig {
@@ -22,6 +27,11 @@ pub struct PrepareRootConfig {
     pub root_transient: bool,
     /// `[composefs] enabled`.
     pub composefs: Composefs,
+    /// `enabled = verity` (or `signed`): every object the image names must
+    /// have fs-verity with the digest the image records.
+    pub composefs_verity: bool,
+    /// `enabled = signed`: the image's digest must be signed.
+    pub composefs_signed: bool,
 }
 
 const KNOWN: &[(&str, &str)] = &[
@@ -56,14 +66,47 @@ impl PrepareRootConfig {
             self.root_transient = v;
         }
         if let Some(v) = kf.get("composefs", "enabled") {
-            self.composefs = match v.trim() {
-                "yes" | "true" | "1" | "signed" | "verity" => Composefs::Yes,
-                "maybe" => Composefs::Maybe,
-                "no" | "false" | "0" => Composefs::No,
-                other => return Err(format!("[composefs] enabled={other:?} is not yes, no, maybe or signed")),
+            // As libostree: `signed` and `verity` are yes with a requirement;
+            // the plain values reset both requirements.
+            (self.composefs, self.composefs_verity, self.composefs_signed) = match v.trim() {
+                "signed" => (Composefs::Yes, true, true),
+                "verity" => (Composefs::Yes, true, false),
+                other => (
+                    parse_tristate(other)
+                        .ok_or_else(|| format!("[composefs] enabled={other:?} is not yes, no, maybe, verity or signed"))?,
+                    false,
+                    false,
+                ),
             };
         }
         Ok(warnings)
+    }
+
+    /// The kernel argument `ostree.prepare-root.composefs=` over the files,
+    /// as libostree applies it: `signed` asks for a signed image; any other
+    /// value turns off the signature, keeps a verity requirement the files
+    /// made, and sets the tristate (`verity` is also taken, as in the files).
+    pub fn apply_karg(&mut self, value: &str) -> Result<(), String> {
+        match value {
+            "signed" => (self.composefs, self.composefs_verity, self.composefs_signed) = (Composefs::Yes, true, true),
+            "verity" => (self.composefs, self.composefs_verity, self.composefs_signed) = (Composefs::Yes, true, false),
+            other => {
+                self.composefs = parse_tristate(other)
+                    .ok_or_else(|| format!("{COMPOSEFS_KARG}={other:?} is not yes, no, maybe, verity or signed"))?;
+                self.composefs_signed = false;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// GLib's and libostree's tristate spellings.
+pub fn parse_tristate(v: &str) -> Option<Composefs> {
+    match v.trim() {
+        "yes" | "true" | "1" => Some(Composefs::Yes),
+        "maybe" => Some(Composefs::Maybe),
+        "no" | "false" | "0" => Some(Composefs::No),
+        _ => None,
     }
 }
 
@@ -84,5 +127,30 @@ mod tests {
         assert_eq!(c.composefs, Composefs::Maybe);
         assert!(c.apply("[composefs]\nenabled=sometimes\n").is_err());
         assert!(c.apply("readonly=true\n").is_err());
+    }
+
+    #[test]
+    fn composefs_values_and_the_kernel_argument() {
+        let mut c = PrepareRootConfig::default();
+        c.apply("[composefs]\nenabled=verity\n").unwrap();
+        assert_eq!((c.composefs, c.composefs_verity, c.composefs_signed), (Composefs::Yes, true, false));
+        c.apply("[composefs]\nenabled=signed\n").unwrap();
+        assert_eq!((c.composefs, c.composefs_verity, c.composefs_signed), (Composefs::Yes, true, true));
+        // A later file's plain value resets both requirements.
+        c.apply("[composefs]\nenabled=yes\n").unwrap();
+        assert_eq!((c.composefs, c.composefs_verity, c.composefs_signed), (Composefs::Yes, false, false));
+        // The kernel argument: off wins over the files; a plain value keeps
+        // the files' verity requirement but drops the signature.
+        c.apply("[composefs]\nenabled=signed\n").unwrap();
+        c.apply_karg("1").unwrap();
+        assert_eq!((c.composefs, c.composefs_verity, c.composefs_signed), (Composefs::Yes, true, false));
+        c.apply_karg("0").unwrap();
+        assert_eq!(c.composefs, Composefs::No);
+        c.apply_karg("maybe").unwrap();
+        assert_eq!(c.composefs, Composefs::Maybe);
+        c.apply_karg("verity").unwrap();
+        assert_eq!((c.composefs, c.composefs_verity), (Composefs::Yes, true));
+        let e = c.apply_karg("perhaps").unwrap_err();
+        assert!(e.contains("ostree.prepare-root.composefs=\"perhaps\""), "{e}");
     }
 }

@@ -15,7 +15,10 @@ pub struct Booted {
     pub sysroot_ro: bool,
     pub transient_etc: Option<String>,
     pub root_transient: bool,
+    /// `/` is the deployment's composefs image (`composefs`), and whether
+    /// fs-verity was required of its objects (`composefs.verity`).
     pub composefs: bool,
+    pub composefs_verity: bool,
 }
 
 impl Booted {
@@ -34,6 +37,7 @@ impl Booted {
             transient_etc: v.string("transient-etc")?.map(String::from),
             root_transient: v.boolean("root.transient")?.unwrap_or(false),
             composefs: v.boolean("composefs")?.unwrap_or(false),
+            composefs_verity: v.boolean("composefs.verity")?.unwrap_or(false),
         })
     }
 
@@ -52,7 +56,9 @@ impl Booted {
             e.push(("root.transient", Value::Bool(true)));
         }
         if self.composefs {
+            // As libostree writes them: both keys once composefs was used.
             e.push(("composefs", Value::Bool(true)));
+            e.push(("composefs.verity", Value::Bool(self.composefs_verity)));
         }
         Value::vardict(e).encode()
     }

@@ -4,6 +4,7 @@
 //! strings or bytes, so each format is tested on its own.
 
 pub mod bls;
+pub mod cfsdump;
 pub mod dpkg;
 pub mod grubenv;
 pub mod gvariant;

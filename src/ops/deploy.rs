@@ -270,6 +270,14 @@ pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode)
     progress.finish();
 
     crate::timing::step("deploy: /etc merge applied");
+    // The composefs image, when the deployment's prepare-root.conf (its
+    // /etc merged now) or the repository asks for one.
+    if let Some(want) = super::composefs::wanted(&deploy, w.opts.composefs)? {
+        let progress = crate::output::Progress::start("composefs", "Writing the composefs image", None, false);
+        super::composefs::write_image(w.store()?, root, &deploy, &csum, want)?;
+        progress.finish();
+        crate::timing::step("deploy: composefs image");
+    }
     seed_var(root, &deploy, &stateroot)?;
 
     failpoint::hit("deploy::origin");

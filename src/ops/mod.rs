@@ -3,6 +3,7 @@
 
 pub mod assess;
 pub mod cleanup;
+pub mod composefs;
 pub mod deploy;
 pub mod diff;
 pub mod health;

@@ -11,6 +11,7 @@ use ostree::gio;
 use ostree::glib;
 
 use super::{ObjectStore, PullProgress};
+use crate::formats::cfsdump::{Entry, Kind};
 
 pub struct Repo {
     repo: ostree::Repo,
@@ -35,6 +36,28 @@ impl ObjectStore for Repo {
         }
         Ok(Some(self.repo.remote_get_url(remote)?.to_string()))
     }
+    fn composefs_entries(&self, csum: &str) -> Result<Vec<Entry>> {
+        Repo::composefs_entries(self, csum)
+    }
+}
+
+/// A checksum as a variant's bytes (`ay`), in hex.
+fn hex_of(v: &glib::Variant) -> String {
+    hex::encode(v.data_as_bytes())
+}
+
+/// An `a(ayay)` of extended attributes: names without their trailing NUL.
+fn xattrs_of(v: &glib::Variant) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    for i in 0..v.n_children() {
+        let pair = v.child_value(i);
+        let mut name = pair.child_value(0).data_as_bytes().to_vec();
+        if name.last() == Some(&0) {
+            name.pop();
+        }
+        out.push((name, pair.child_value(1).data_as_bytes().to_vec()));
+    }
+    out
 }
 
 fn is_checksum(s: &str) -> bool {
@@ -121,6 +144,65 @@ impl Repo {
         let r = self.repo.pull_with_options(remote, &opts.end(), Some(&ap), gio::Cancellable::NONE);
         ap.finish();
         r?;
+        Ok(())
+    }
+
+    /// See [`ObjectStore::composefs_entries`]: the commit's dirtrees and
+    /// dirmetas (uid, gid and mode stored big-endian), and each file
+    /// object's metadata as libostree loads it.
+    #[context("Listing the files of commit {csum}")]
+    pub fn composefs_entries(&self, csum: &str) -> Result<Vec<Entry>> {
+        let commit = self.repo.load_variant(ostree::ObjectType::Commit, csum)?;
+        let tree = hex_of(&commit.child_value(6));
+        let meta = hex_of(&commit.child_value(7));
+        let mut out = Vec::new();
+        self.walk_dir(b"/".to_vec(), &tree, &meta, &mut out)?;
+        Ok(out)
+    }
+
+    fn walk_dir(&self, path: Vec<u8>, tree: &str, meta: &str, out: &mut Vec<Entry>) -> Result<()> {
+        let m = self.repo.load_variant(ostree::ObjectType::DirMeta, meta).with_context(|| format!("dirmeta {meta}"))?;
+        let be = |i: usize| m.child_value(i).get::<u32>().map(u32::from_be).ok_or_else(|| anyhow!("dirmeta {meta}: not (uuua(ayay))"));
+        out.push(Entry { path: path.clone(), kind: Kind::Dir, uid: be(0)?, gid: be(1)?, mode: be(2)?, xattrs: xattrs_of(&m.child_value(3)), digest: None });
+        let t = self.repo.load_variant(ostree::ObjectType::DirTree, tree).with_context(|| format!("dirtree {tree}"))?;
+        let join = |name: &str| {
+            let mut p = path.clone();
+            if p != b"/" {
+                p.push(b'/');
+            }
+            p.extend_from_slice(name.as_bytes());
+            p
+        };
+        // Files and directories, each list sorted by name in the dirtree.
+        let files = t.child_value(0);
+        for i in 0..files.n_children() {
+            let f = files.child_value(i);
+            let name = f.child_value(0).str().unwrap_or_default().to_string();
+            let fsum = hex_of(&f.child_value(1));
+            let (_, info, xattrs) = self.repo.load_file(&fsum, gio::Cancellable::NONE).with_context(|| format!("file object {fsum}"))?;
+            let mode = info.attribute_uint32("unix::mode");
+            let kind = if info.file_type() == gio::FileType::SymbolicLink {
+                Kind::Symlink { target: info.symlink_target().map(|p| p.as_os_str().as_encoded_bytes().to_vec()).unwrap_or_default() }
+            } else {
+                let size = info.size() as u64;
+                Kind::File { size, object: (size > 0).then(|| fsum.clone()) }
+            };
+            out.push(Entry {
+                path: join(&name),
+                kind,
+                mode,
+                uid: info.attribute_uint32("unix::uid"),
+                gid: info.attribute_uint32("unix::gid"),
+                xattrs: xattrs_of(&xattrs),
+                digest: None,
+            });
+        }
+        let dirs = t.child_value(1);
+        for i in 0..dirs.n_children() {
+            let d = dirs.child_value(i);
+            let name = d.child_value(0).str().unwrap_or_default().to_string();
+            self.walk_dir(join(&name), &hex_of(&d.child_value(1)), &hex_of(&d.child_value(2)), out)?;
+        }
         Ok(())
     }
 

@@ -30,6 +30,9 @@ pub trait ObjectStore {
     fn pull(&self, remote: &str, reference: &str, commit_only: bool, progress: std::rc::Rc<dyn Fn(&PullProgress)>) -> Result<()>;
     /// The URL of a configured remote (None when there is no such remote).
     fn remote_url(&self, remote: &str) -> Result<Option<String>>;
+    /// Every file of a commit's tree, each directory before its contents
+    /// (names in byte order), for its composefs image.
+    fn composefs_entries(&self, csum: &str) -> Result<Vec<crate::formats::cfsdump::Entry>>;
 }
 
 /// How far a pull is (libostree's progress keys).

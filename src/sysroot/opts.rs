@@ -11,6 +11,7 @@ use cap_std_ext::dirext::CapStdExtDirExt;
 use fn_error_context::context;
 
 use crate::formats::keyfile::KeyFile;
+use crate::formats::prepareroot::Composefs;
 
 /// The switches and settings treeboot knows. Unknown switches are ignored,
 /// as GLib's `g_parse_debug_string` ignores unknown keys.
@@ -30,6 +31,11 @@ pub struct SysrootOpts {
     /// bootloaders that read them from the root file system with `/boot` on
     /// it, such as libostree's own `grub-mkconfig` menu.
     pub bootprefix: bool,
+    /// `[ex-integrity] composefs` of `ostree/repo/config` (a tristate, no
+    /// by default): `yes` makes every new deployment get a composefs image,
+    /// whatever its prepare-root.conf says (libostree's
+    /// `composefs_wanted`).
+    pub composefs: Composefs,
 }
 
 /// Where the repository config is, relative to the sysroot.
@@ -65,6 +71,7 @@ impl SysrootOpts {
             let kf = repo_config(&text)?;
             o.boot_counting_tries = tries_of(&kf)?;
             o.bootprefix = bootprefix_of(&kf)?;
+            o.composefs = composefs_of(&kf)?;
         }
         Ok(o)
     }
@@ -94,6 +101,12 @@ fn tries_of(kf: &KeyFile) -> Result<u8> {
 /// an error, as it is for libostree.
 pub fn bootprefix(config: &str) -> Result<bool> {
     bootprefix_of(&repo_config(config)?)
+}
+
+fn composefs_of(kf: &KeyFile) -> Result<Composefs> {
+    let Some(v) = kf.get("ex-integrity", "composefs") else { return Ok(Composefs::No) };
+    crate::formats::prepareroot::parse_tristate(&v)
+        .ok_or_else(|| anyhow::anyhow!("{REPO_CONFIG}: [ex-integrity] composefs={v}: not yes, no or maybe"))
 }
 
 fn bootprefix_of(kf: &KeyFile) -> Result<bool> {

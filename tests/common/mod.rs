@@ -102,6 +102,17 @@ fn trixie_root() -> &'static Path {
     ROOT.get_or_init(|| PathBuf::from(run(Command::new(hack("ostree-reference")).arg("trixie")).trim()))
 }
 
+/// A `mkcomposefs` for `TREEBOOT_MKCOMPOSEFS`: trixie's (libcomposefs
+/// 1.0.8), run in the trixie root (bookworm has no composefs package). It
+/// reads the dump on stdin and writes the image on stdout, so the chroot
+/// needs nothing mounted.
+pub fn mkcomposefs(s: &Scratch) -> PathBuf {
+    let p = s.join("mkcomposefs");
+    write(&p, &format!("#!/bin/sh\nexec chroot {} mkcomposefs \"$@\"\n", trixie_root().display()));
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
 impl Reference {
     pub fn name(self) -> &'static str {
         match self {

@@ -46,6 +46,21 @@ ours=$(time_runs treeboot "$REL/treeboot-prepare-root" --no-bind-var --cmdline "
 theirs=$(time_runs ostree /usr/lib/ostree/ostree-prepare-root)
 printf 'prepare-root wall (mean of %d, in a mount namespace): ostree-prepare-root %.3f ms, treeboot-prepare-root %.3f ms, ratio %.2f (target <= 1.0)\n' "$N" "$theirs" "$ours" "$(echo "$ours / $theirs" | bc -l)"
 
+# composefs: the same commit deployed again with an image (trixie's root's
+# mkcomposefs, from sid: hack/ostree-reference), then prepare-root on that
+# deployment without (the kernel argument off) and with composefs.
+REF=$("$ROOT/hack/ostree-reference" trixie)
+printf '#!/bin/sh\nexec chroot %s mkcomposefs "$@"\n' "$REF" > "$W/mkcomposefs"; chmod 0755 "$W/mkcomposefs"
+ostree --repo="$S/ostree/repo" config set ex-integrity.composefs yes
+TREEBOOT_MKCOMPOSEFS=$W/mkcomposefs "$TB" --sysroot "$S" deploy --karg root=LABEL=root bench/os >/dev/null
+entry=$(ls "$S"/boot/loader/entries/*.conf | sort -V | tail -1)
+opts=$(sed -n 's/^options //p' "$entry")
+echo "$opts ostree.prepare-root.composefs=0" > "$W/cmdline"
+plain=$(time_runs treeboot "$REL/treeboot-prepare-root" --no-bind-var --cmdline "$W/cmdline")
+echo "$opts ostree.prepare-root.composefs=1" > "$W/cmdline"
+cfs=$(time_runs treeboot "$REL/treeboot-prepare-root" --no-bind-var --cmdline "$W/cmdline")
+printf 'prepare-root wall (mean of %d): without composefs %.3f ms, with composefs (EROFS image + overlay) %.3f ms, +%.3f ms\n' "$N" "$plain" "$cfs" "$(echo "$cfs - $plain" | bc -l)"
+
 for b in treeboot-prepare-root treeboot-remount treeboot-generator treeboot; do
     strip -o "$W/$b.stripped" "$REL/$b"
     printf 'binary size stripped: %s %d KiB\n' "$b" "$(( $(stat -c %s "$W/$b.stripped") / 1024 ))"

@@ -261,3 +261,39 @@ fn bad_images_fail_clearly_and_leave_no_mount() {
         assert!(!out.contains("LEFT-BOOTED"), "{what}");
     }
 }
+
+#[test]
+fn stage_reads_the_etc_the_deployment_will_have() {
+    let (_s, root, mkcfs) = sysroot("cfsstage");
+    run(tb(&root).args(["deploy", "--karg", "root=LABEL=root", "testos/v1"]));
+    // The admin asks for composefs in the booted /etc after the deploy: the
+    // staged deployment's /etc is merged only at finalize, and its image is
+    // written at stage time all the same.
+    let booted = deployment_dir(&root, 0);
+    write(&booted.join("etc/ostree/prepare-root.conf"), "[composefs]\nenabled=yes\n");
+    let script = format!(
+        "export TREEBOOT_MKCOMPOSEFS={}\n$TB --sysroot $S stage testos/v4\nd=$($TB --sysroot $S status --json | python3 -c 'import json,sys; print([d[\"deploy_path\"] for d in json.load(sys.stdin)[\"deployments\"] if d[\"staged\"]][0])')\ntest -s \"$S/$d/.ostree.cfs\" && echo IMAGE\n$TB --sysroot $S finalize-staged\ncat \"$S/$d/etc/ostree/prepare-root.conf\"\n",
+        mkcfs.display()
+    );
+    let (ok, out, err) = in_booted_namespace(&root, 0, &script);
+    assert!(ok && out.contains("IMAGE") && out.contains("enabled=yes"), "{out}\n{err}");
+    // An admin who removes the file again gets no image for the next one
+    // (still booted in v1, now deployment 1).
+    std::fs::remove_file(booted.join("etc/ostree/prepare-root.conf")).unwrap();
+    assert_eq!(deployment_dir(&root, 1), booted);
+    let script = script.replace("testos/v4", "testos/v2");
+    let (ok, out, err) = in_booted_namespace(&root, 1, &script.replace("cat ", "test ! -e ").replace("&& echo IMAGE", "|| echo NO-IMAGE"));
+    assert!(ok && out.contains("NO-IMAGE"), "{out}\n{err}");
+    // The admin asks for composefs after staging: the staged deployment
+    // has no image and would not boot, so finalize refuses it and the
+    // current default stays.
+    let default_before = deployment_dir(&root, 0);
+    let script = format!(
+        "export TREEBOOT_MKCOMPOSEFS={}\n$TB --sysroot $S stage testos/v3\nmkdir -p {b}/etc/ostree\necho '[composefs]\nenabled=yes' > {b}/etc/ostree/prepare-root.conf\nset +e\n$TB --sysroot $S finalize-staged\necho \"exit=$?\"\n",
+        mkcfs.display(),
+        b = booted.display()
+    );
+    let (_, out, err) = in_booted_namespace(&root, 1, &script);
+    assert!(out.contains("exit=1") && err.contains("staged without a composefs image"), "{out}\n{err}");
+    assert_eq!(deployment_dir(&root, 0), default_before, "a deployment that cannot boot became the default");
+}

@@ -280,5 +280,10 @@ mod tests {
         assert_eq!(Booted::parse(b"junk").unwrap(), Booted::default());
         let wrong = Value::vardict(vec![("sysroot-ro", Value::string("yes"))]).encode();
         assert_eq!(Booted::parse(&wrong).unwrap_err(), "sysroot-ro is s, not b");
+        // composefs: both of libostree's keys, read back.
+        let c = Booted { composefs: true, composefs_verity: true, ..Default::default() };
+        assert_eq!(Booted::parse(&c.serialize()).unwrap(), c);
+        let libostree = Value::vardict(vec![("composefs", Value::Bool(true)), ("composefs.verity", Value::Bool(false))]).encode();
+        assert_eq!(Booted::parse(&libostree).unwrap(), Booted { composefs: true, ..Default::default() });
     }
 }

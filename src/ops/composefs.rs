@@ -38,14 +38,14 @@ pub struct Wanted {
     pub required: bool,
 }
 
-/// Read the deployment's prepare-root.conf (as prepare-root will at boot)
-/// with the repository's `[ex-integrity] composefs`.
-#[context("Reading the composefs configuration of the new deployment")]
-pub fn wanted(deploy: &Dir, repo: Composefs) -> Result<Option<Wanted>> {
+/// The prepare-root.conf files prepare-root will read at boot (the
+/// deployment's `usr/lib/ostree/`, then `etc/ostree/`, as text), with the
+/// repository's `[ex-integrity] composefs`. Pure.
+pub fn wanted(usr_lib: Option<&str>, etc: Option<&str>, repo: Composefs) -> Result<Option<Wanted>> {
     let mut c = PrepareRootConfig::default();
-    for f in ["usr/lib/ostree/prepare-root.conf", "etc/ostree/prepare-root.conf"] {
-        if let Some(t) = deploy.read_to_string_optional(f)? {
-            c.apply(&t).map_err(|e| anyhow!("/{f} of the deployment: {e}"))?;
+    for (f, text) in [("usr/lib/ostree/prepare-root.conf", usr_lib), ("etc/ostree/prepare-root.conf", etc)] {
+        if let Some(t) = text {
+            c.apply(t).map_err(|e| anyhow!("/{f} of the new deployment: {e}"))?;
         }
     }
     if c.composefs_signed {
@@ -57,6 +57,30 @@ pub fn wanted(deploy: &Dir, repo: Composefs) -> Result<Option<Wanted>> {
         Composefs::Maybe => Some(Wanted { verity: c.composefs_verity, required: false }),
         Composefs::Yes => Some(Wanted { verity: c.composefs_verity, required: true }),
     })
+}
+
+/// At finalize, once the staged deployment's /etc is merged: refuse a
+/// deployment that would not boot because its prepare-root.conf (changed
+/// after staging) now requires composefs and it has no image. Cheap (two
+/// small files): the image itself is never written at shutdown.
+#[context("Checking the staged deployment's composefs configuration")]
+pub fn check_staged(ddir: &Dir, kargs: &crate::formats::kargs::Kargs) -> Result<()> {
+    let mut c = PrepareRootConfig::default();
+    for f in ["usr/lib/ostree/prepare-root.conf", "etc/ostree/prepare-root.conf"] {
+        if let Some(t) = ddir.read_to_string_optional(f)? {
+            c.apply(&t).map_err(|e| anyhow!("/{f} of the staged deployment: {e}"))?;
+        }
+    }
+    if let Some(v) = kargs.get(crate::formats::prepareroot::COMPOSEFS_KARG) {
+        c.apply_karg(v.trim_matches('"')).map_err(|e| anyhow!("the staged deployment's kernel arguments: {e}"))?;
+    }
+    if c.composefs == Composefs::Yes && ddir.symlink_metadata_optional(IMAGE_NAME)?.is_none() {
+        bail!(
+            "its /etc/ostree/prepare-root.conf now requires composefs, but it was staged without a composefs image \
+             ({IMAGE_NAME}): it would not boot; stage it again"
+        );
+    }
+    Ok(())
 }
 
 /// The `mkcomposefs` to run.
@@ -143,4 +167,25 @@ fn verity_digest(objects: &Dir, rel: &str) -> Result<[u8; 32]> {
         ),
     }
     crate::sys::measure_verity(f.as_fd()).ok_or_else(|| anyhow!("composefs: object {rel} has no fs-verity digest after enabling it"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_deployment_asks_for() {
+        let yes = Some(Wanted { verity: false, required: true });
+        assert_eq!(wanted(None, None, Composefs::No).unwrap(), None);
+        // The repository's `yes` gives every deployment an image.
+        assert_eq!(wanted(None, None, Composefs::Yes).unwrap(), yes);
+        assert_eq!(wanted(None, None, Composefs::Maybe).unwrap(), None);
+        // The image's file, then /etc's over it, key by key.
+        assert_eq!(wanted(Some("[composefs]\nenabled=yes\n"), Some("[composefs]\nenabled=no\n"), Composefs::No).unwrap(), None);
+        assert_eq!(wanted(Some("[composefs]\nenabled=maybe\n"), None, Composefs::No).unwrap(), Some(Wanted { verity: false, required: false }));
+        assert_eq!(wanted(None, Some("[composefs]\nenabled=verity\n"), Composefs::No).unwrap(), Some(Wanted { verity: true, required: true }));
+        assert!(format!("{:#}", wanted(None, Some("[composefs]\nenabled=signed\n"), Composefs::No).unwrap_err()).contains("signed"));
+        let e = wanted(Some("[composefs]\nenabled=often\n"), None, Composefs::No).unwrap_err();
+        assert!(format!("{e:#}").contains("/usr/lib/ostree/prepare-root.conf"), "{e:#}");
+    }
 }

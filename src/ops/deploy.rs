@@ -270,9 +270,11 @@ pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode)
     progress.finish();
 
     crate::timing::step("deploy: /etc merge applied");
-    // The composefs image, when the deployment's prepare-root.conf (its
-    // /etc merged now) or the repository asks for one.
-    if let Some(want) = super::composefs::wanted(&deploy, w.opts.composefs)? {
+    // The composefs image, when the deployment's prepare-root.conf (in
+    // the /etc it will have) or the repository asks for one.
+    let usr_lib_conf = deploy.read_to_string_optional(PREPARE_ROOT_CONF_USR)?;
+    let etc_conf = etc_prepare_root_conf(root, merge.as_ref(), &deploy, mode)?;
+    if let Some(want) = super::composefs::wanted(usr_lib_conf.as_deref(), etc_conf.as_deref(), w.opts.composefs)? {
         let progress = crate::output::Progress::start("composefs", "Writing the composefs image", None, false);
         super::composefs::write_image(w.store()?, root, &deploy, &csum, want)?;
         progress.finish();
@@ -393,6 +395,27 @@ fn merge_etc(root: &Dir, merge: Option<&Deployment>, deploy: &Dir, mode: EtcMode
             Ok((plan.summary, Some(cache)))
         }
     }
+}
+
+const PREPARE_ROOT_CONF_USR: &str = "usr/lib/ostree/prepare-root.conf";
+const PREPARE_ROOT_CONF_ETC: &str = "ostree/prepare-root.conf";
+
+/// The `etc/ostree/prepare-root.conf` the new deployment will have. Once
+/// merged (deploy), its own. Staged, the merge runs at finalize: the
+/// admin's file when they changed, added or removed it (the three-way
+/// merge keeps a local change; a conflict was refused already), the new
+/// default otherwise. Read at stage time: a later change of it applies
+/// from the next deployment on (docs/composefs.md).
+fn etc_prepare_root_conf(root: &Dir, merge: Option<&Deployment>, deploy: &Dir, mode: EtcMode) -> Result<Option<String>> {
+    let own = || deploy.read_to_string_optional(format!("etc/{PREPARE_ROOT_CONF_ETC}"));
+    let Some(m) = merge.filter(|_| mode == EtcMode::CheckAndCopyDefaults) else { return Ok(own()?) };
+    let mdir = root.open_dir(m.path().as_std_path()).with_context(|| format!("Opening the merge deployment {}", m.path()))?;
+    let current = mdir.read_to_string_optional(format!("etc/{PREPARE_ROOT_CONF_ETC}"))?;
+    let old_default = mdir.read_to_string_optional(format!("usr/etc/{PREPARE_ROOT_CONF_ETC}"))?;
+    if current != old_default {
+        return Ok(current);
+    }
+    Ok(own()?)
 }
 
 /// Seed the stateroot's `/var` from the commit when it is empty, and leave

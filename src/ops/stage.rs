@@ -393,6 +393,7 @@ fn finalize_inner(sysroot: &Utf8Path, start: Instant) -> Result<FinalizeOutcome>
     let etc_ms = t_etc.elapsed().as_millis();
     crate::timing::step("finalize: /etc apply");
     set_immutable(root, d.path().as_str(), true)?;
+    super::composefs::check_staged(&ddir, &d.kargs)?;
 
     // The new list: the staged deployment first, the rest by deploy's rules.
     let opts = DeployOpts {

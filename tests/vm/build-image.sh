@@ -44,7 +44,11 @@ trixie-uefi-grub|trixie-uefi-sdboot)
     # package, whose postinst runs bootctl install); mtools: the FAT
     # lost-writes test reads FAT as firmware does. One root file system
     # (one cache entry) serves both trixie platforms.
-    PKGS=$PKGS,ostree-boot,grub-efi-amd64-bin,systemd-boot-efi,mtools,dosfstools ;;
+    # composefs/sid: mkcomposefs, which writes a composefs deployment's
+    # image (17-composefs); Debian has it from forky/sid on, and its 1.0.8
+    # needs nothing newer than trixie has. Everything else is trixie's
+    # (APT::Default-Release below).
+    PKGS=$PKGS,ostree-boot,grub-efi-amd64-bin,systemd-boot-efi,mtools,dosfstools,composefs/sid ;;
 *) echo "build-image.sh: unknown platform $PLATFORM" >&2; exit 2 ;;
 esac
 MIRROR=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
@@ -54,9 +58,14 @@ if [[ $SUITE == bookworm ]]; then
     # images built before there was a second platform.
     SOURCES=()
     KEY=$(echo "bookworm $PKGS v1" | sha256sum | cut -c1-16)
+    APTOPTS=()
 else
-    SOURCES=("deb $MIRROR $SUITE main")
-    KEY=$(echo "$SUITE $PKGS $MIRROR v1" | sha256sum | cut -c1-16)
+    # sid only for what is asked from it by name; its Release file may be
+    # older than its week of validity on a mirror (the packages are still
+    # checked against the archive key).
+    SOURCES=("deb $MIRROR $SUITE main" "deb $MIRROR sid main")
+    APTOPTS=(--aptopt="APT::Default-Release \"$SUITE\"" --aptopt='Acquire::Check-Valid-Until "false"')
+    KEY=$(echo "$SUITE $PKGS $MIRROR v2" | sha256sum | cut -c1-16)
 fi
 # The root file system is cached outside the clone, keyed by its package
 # list, so that a fresh clone (CI) does not build it again.
@@ -76,7 +85,7 @@ fi
 if [[ ! -f $TAR || ! -s $TAR ]]; then
     echo "vm: building the Debian $SUITE root file system (mmdebstrap, ~2-6 min)"
     t=$SECONDS
-    mmdebstrap --variant=apt --include="$PKGS" --aptopt='Apt::Install-Recommends "false"' \
+    mmdebstrap --variant=apt --include="$PKGS" --aptopt='Apt::Install-Recommends "false"' "${APTOPTS[@]}" \
         --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
         --dpkgopt='path-exclude=/usr/share/locale/*' \
         --format=tar "$SUITE" "$CACHE/rootfs-$KEY.partial.tar" "${SOURCES[@]}" >"$CACHE/rootfs-$KEY.log" 2>&1 \
@@ -307,6 +316,14 @@ else
     rm -f "$ESP"
     # Each scenario boots with its own copy of the firmware's variables.
     cp /usr/share/OVMF/OVMF_VARS_4M.fd "$W/OVMF_VARS.fd"
+fi
+if [[ $SUITE != bookworm ]]; then
+    # fs-verity on the trixie root, for composefs's `verity` (17-composefs):
+    # set once the image is written, since this host's kernel has no
+    # fs-verity and so mounts such a file system read-only only. GRUB reads
+    # past this read-only-compatible feature.
+    umount "$M"
+    tune2fs -O verity "$LOOP" >/dev/null
 fi
 sync
 echo "vm: image ready: $IMG"

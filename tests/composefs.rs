@@ -128,6 +128,9 @@ cp /run/ostree-booted {}/booted
     assert_eq!(cfs, plain, "the composefs root differs from the checkout: only in composefs {:?}, only in the checkout {:?}", only(&cfs, &plain), only(&plain, &cfs));
     let b = treeboot::formats::runstate::Booted::parse(&std::fs::read(s.join("booted")).unwrap()).unwrap();
     assert!(b.composefs && !b.composefs_verity, "{b:?}");
+    // status shows the image (not booted here).
+    assert_eq!(status_json(&root)["deployments"][0]["composefs"], "image");
+    assert!(run(&mut tb(&root).arg("status")).contains("composefs: image"));
     // The image's own mount is gone: nothing but the root's mounts remain.
     assert!(!err.contains("undoing"), "{err}");
 }

@@ -1,6 +1,7 @@
 //! `treeboot status`: the deployments in boot order.
 
 use anyhow::Result;
+use cap_std_ext::dirext::CapStdExtDirExt;
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -82,6 +83,19 @@ pub struct DeploymentStatus {
     pub soft_reboot_blocker: Option<String>,
     /// /run/nextroot is prepared from it: `systemctl soft-reboot` switches into it.
     pub soft_reboot_target: bool,
+    /// composefs: `image` (the deployment has a `.ostree.cfs`), `booted`
+    /// (the running root is that image, as `/run/ostree-booted` records),
+    /// `booted-verity` (with fs-verity required of its objects); null
+    /// without an image.
+    pub composefs: Option<ComposefsState>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ComposefsState {
+    Image,
+    Booted,
+    BootedVerity,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
@@ -160,6 +174,8 @@ pub fn status(sysroot: &Sysroot) -> Result<Status> {
     let counting = crate::sysroot::opts::SysrootOpts::load(&sysroot.root).is_ok_and(|o| o.boot_counting_tries > 0);
     // A prepared soft reboot names its root by device and inode.
     let nextroot = sysroot.run.nextroot_booted().ok().flatten().and_then(|b| b.backing_root_device_inode);
+    // What prepare-root recorded of the running root.
+    let booted_record = sysroot.run.booted().ok().flatten();
     let mut out = Vec::new();
     let off = sysroot.staged.is_some() as usize;
     for d in sysroot.listed() {
@@ -212,6 +228,15 @@ pub fn status(sysroot: &Sysroot) -> Result<Status> {
             soft_reboot_capable: soft_blocker.as_ref().map(Option::is_none),
             soft_reboot_blocker: soft_blocker.flatten(),
             soft_reboot_target,
+            composefs: match &booted_record {
+                Some(r) if d.booted && r.composefs => Some(if r.composefs_verity { ComposefsState::BootedVerity } else { ComposefsState::Booted }),
+                _ => sysroot
+                    .root
+                    .symlink_metadata_optional(d.path().join(crate::early::composefs::IMAGE_NAME).as_std_path())
+                    .ok()
+                    .flatten()
+                    .map(|_| ComposefsState::Image),
+            },
         });
     }
     let staged_locked = sysroot.staged.is_some().then_some(sysroot.locked);
@@ -351,6 +376,12 @@ pub fn render(s: &Status, verbose: bool, styled: bool) -> String {
         }
         if let Some(f) = &d.boot_failure {
             let _ = writeln!(out, "    Boot assessment failed at {} after {} tries: {}", f.time, f.tries, f.reason);
+        }
+        match d.composefs {
+            Some(ComposefsState::BootedVerity) => out.push_str("    composefs: the running root (fs-verity required)\n"),
+            Some(ComposefsState::Booted) => out.push_str("    composefs: the running root\n"),
+            Some(ComposefsState::Image) => out.push_str("    composefs: image\n"),
+            None => {}
         }
         if verbose {
             let _ = writeln!(out, "    Serial: {}", d.serial);

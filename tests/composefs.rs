@@ -130,7 +130,7 @@ cp /run/ostree-booted {}/booted
     assert!(b.composefs && !b.composefs_verity, "{b:?}");
     // status shows the image (not booted here).
     assert_eq!(status_json(&root)["deployments"][0]["composefs"], "image");
-    assert!(run(&mut tb(&root).arg("status")).contains("composefs: image"));
+    assert!(run(tb(&root).arg("status")).contains("composefs: image"));
     // The image's own mount is gone: nothing but the root's mounts remain.
     assert!(!err.contains("undoing"), "{err}");
 }

@@ -156,7 +156,7 @@ fn bad_input_leaves_no_mount_behind() {
         ("ostree=/etc/passwd".into(), None, "not a /ostree/boot.N/... path"),
         ("ostree=/ostree/boot.9/testos/nousr".into(), None, "has no /usr"),
         (format!("ostree={link}"), Some("[sysroot]\nreadonly=maybe\n"), "[sysroot] readonly=\"maybe\" is not a boolean"),
-        (format!("ostree={link}"), Some("[composefs]\nenabled=yes\n"), "does not support composefs"),
+        (format!("ostree={link}"), Some("[composefs]\nenabled=yes\n"), "the deployment has no image"),
     ];
     for (cmd, conf, expect) in cases {
         std::fs::write(&cmdline, format!("{cmd}\n")).unwrap();

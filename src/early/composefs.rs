@@ -5,13 +5,13 @@
 //!
 //! The mount, in order:
 //!  1. the image is opened and its composefs header checked (magic, flags);
-//!  2. EROFS is mounted read-only, detached (the new mount API: `fsopen`,
-//!     `fsconfig`, `fsmount`; no directory is needed for it), from the open
-//!     file (`/proc/self/fd/N`, file-backed EROFS of Linux 6.12), or from a
-//!     read-only autoclear loop device over it where the kernel answers
-//!     `ENOTBLK`; `noacl` unless the image says it has ACLs;
-//!  3. overlayfs on the target: the image's mount (named through
-//!     `/proc/self/fd/M`) as the only lower layer, the
+//!  2. EROFS is mounted read-only with the new mount API (`fsopen`,
+//!     `fsconfig`, `fsmount`), from the open file (`/proc/self/fd/N`,
+//!     file-backed EROFS of Linux 6.12), or from a read-only autoclear loop
+//!     device over it where the kernel answers `ENOTBLK`; `noacl` unless
+//!     the image says it has ACLs; then attached at a scratch directory
+//!     under /run (overlayfs before 6.15 takes no detached layer);
+//!  3. overlayfs on the target: the image's mount as the only lower layer, the
 //!     objects as a data-only layer (`lowerdir=IMAGE::OBJECTS`; `:` on
 //!     kernels older than 6.5, which answer `EINVAL`), `metacopy=on` and
 //!     `redirect_dir=on` (a file of the image names its object in
@@ -19,8 +19,8 @@
 //!     then opens no object whose fs-verity digest is not the one the image
 //!     records); read-only, or with an upper and work directory for a
 //!     transient root;
-//!  4. the image's mount is closed (overlayfs holds it; nothing else can
-//!     reach it).
+//!  4. the image's mount is detached and its directory removed (overlayfs
+//!     holds it; nothing else can reach it).
 //!
 //! The result is one mount on the target, recorded in the caller's undo
 //! list: a failure at any step leaves nothing mounted.
@@ -116,7 +116,20 @@ pub fn overlay_data(image_mnt: &Utf8Path, objects: &Utf8Path, opts: &MountOption
 
 /// Mount the composefs `image` with the objects of `objects` on `target`
 /// (recorded in `undo`). Returns the header read.
-pub fn mount_image(undo: &mut MountUndo, image: &Utf8Path, objects: &Utf8Path, target: &Utf8Path, opts: &MountOptions) -> Result<Header> {
+///
+/// overlayfs takes its layers by path, and before Linux 6.15 it refuses a
+/// detached mount as one ("failed to clone lowerpath"): the image's mount
+/// is attached at `scratch` (created, then removed) for the overlay mount,
+/// and detached right after. Without a scratch directory (PID 1 mode, which
+/// has no /run yet) the detached mount is used directly, which needs 6.15.
+pub fn mount_image(
+    undo: &mut MountUndo,
+    image: &Utf8Path,
+    objects: &Utf8Path,
+    target: &Utf8Path,
+    scratch: Option<&Utf8Path>,
+    opts: &MountOptions,
+) -> Result<Header> {
     let mut f = std::fs::File::open(image).with_context(|| format!("Opening the composefs image {image}"))?;
     let mut head = Vec::with_capacity(EROFS_SB_OFFSET + 4);
     (&mut f).take((EROFS_SB_OFFSET + 4) as u64).read_to_end(&mut head).with_context(|| format!("Reading {image}"))?;
@@ -127,9 +140,34 @@ pub fn mount_image(undo: &mut MountUndo, image: &Utf8Path, objects: &Utf8Path, t
         Err(e) => bail!("composefs: the objects {objects}: {e}"),
     }
     let lower = mount_erofs(&f, image, header.has_acl).with_context(|| format!("Mounting the composefs image {image} (EROFS)"))?;
-    let lower_path = format!("/proc/self/fd/{}", lower.as_raw_fd());
-    mount_overlay(undo, Utf8Path::new(&lower_path), objects, target, opts)
-        .with_context(|| format!("Mounting the composefs image {image} over {objects} on {target}"))?;
+    let what = || format!("Mounting the composefs image {image} over {objects} on {target}");
+    let Some(scratch) = scratch else {
+        let lower_path = format!("/proc/self/fd/{}", lower.as_raw_fd());
+        mount_overlay(undo, Utf8Path::new(&lower_path), objects, target, opts)
+            .map_err(|e| anyhow!("{e:#} (without an initramfs, composefs needs Linux 6.15 or later)"))
+            .with_context(what)?;
+        return Ok(header);
+    };
+    std::fs::create_dir_all(scratch).with_context(|| format!("Creating {scratch}"))?;
+    let made = rustix::mount::move_mount(
+        &lower,
+        "",
+        rustix::fs::CWD,
+        scratch.as_str(),
+        rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| anyhow!("attaching the image's mount at {scratch}: {e}"))
+    .and_then(|()| {
+        drop(lower);
+        let r = mount_overlay(undo, scratch, objects, target, opts);
+        // The overlay holds the image's mount; ours goes either way.
+        if let Err(e) = super::mount::umount_detach(scratch) {
+            eprintln!("treeboot: detaching {scratch}: {e}");
+        }
+        r
+    });
+    let _ = std::fs::remove_dir(scratch);
+    made.with_context(what)?;
     Ok(header)
 }
 

@@ -249,7 +249,8 @@ pub(crate) struct Base {
 /// the image mounted over the repository's objects with the deployment's
 /// own `/etc` bound into it (the image has an empty `/etc` for it, as it
 /// has `/var` and `/sysroot`). `run_private` holds a transient root's
-/// layers (None: PID 1 mode, which has no /run for them yet).
+/// layers and, for a moment, the image's own mount (None: PID 1 mode,
+/// which has no /run for them yet).
 pub(crate) fn mount_base(
     undo: &mut MountUndo,
     sysroot: &Utf8Path,
@@ -301,7 +302,8 @@ pub(crate) fn mount_base(
         upper: upper.as_ref().map(|(u, w)| (u.as_path(), w.as_path())),
     };
     let objects = sysroot.join("ostree/repo/objects");
-    let h = cfs::mount_image(undo, &image, &objects, target, &opts)?;
+    let scratch = run_private.map(|p| p.join("composefs-lower"));
+    let h = cfs::mount_image(undo, &image, &objects, target, scratch.as_deref(), &opts)?;
     log(&format!(
         "composefs: mounted {image} (format {}, verity {})",
         h.version,

@@ -6,10 +6,9 @@
 # treeboot-vm: reboots=auto
 # The guest reboots on its own here: the bad update's kernel panics (panic=5
 # reboots it), twice, before GRUB falls back to the old deployment.
-# treeboot-vm: platforms=bookworm-bios-grub,trixie-uefi-grub (GRUB counts in grubenv; systemd-boot counting: issue 13)
+# treeboot-vm: platforms=bookworm-bios-grub,trixie-uefi-grub (GRUB counts in grubenv; systemd-boot counting: 16-assess-sdboot)
 set -xeuo pipefail
 . /run/kola/tests/lib.sh
-ROLLED_BACK=c3b7e1f5a1d84c4f9c2f0d1e6a7b8c05
 case "${AUTOPKGTEST_REBOOT_MARK:-}" in
 "")
     ostree --repo=/sysroot/ostree/repo config set sysroot.boot-counting-tries 2

@@ -5,18 +5,9 @@
 ##   description: boot assessment on GRUB: an update whose required health check fails reboots into the old deployment after its tries; power cuts while making the rollback permanent and while blessing leave a machine that boots the old or the new deployment.
 # treeboot-vm: reboots=auto
 # The guest reboots on its own here: the failing check reboots each try.
-# treeboot-vm: platforms=bookworm-bios-grub (GRUB counts in grubenv; GRUB 2.12 counting and falling back is 11 on trixie-uefi-grub; left out there for the suite's 60 minutes, docs/vm-tests.md; systemd-boot counting: issue 13)
+# treeboot-vm: platforms=bookworm-bios-grub (GRUB counts in grubenv; GRUB 2.12 counting and falling back is 11 on trixie-uefi-grub; left out there for the suite's 60 minutes, docs/vm-tests.md; systemd-boot counting: 16-assess-sdboot)
 set -xeuo pipefail
 . /run/kola/tests/lib.sh
-ROLLED_BACK=c3b7e1f5a1d84c4f9c2f0d1e6a7b8c05
-HEALTH_FAILED=c3b7e1f5a1d84c4f9c2f0d1e6a7b8c06
-# A power cut: the kernel resets at once, without syncing (what is not on
-# the disk yet is lost). The mark is written first.
-power_cut() { # next-mark
-    /tmp/autopkgtest-reboot-prepare "$1"
-    echo b > /proc/sysrq-trigger
-    sleep 600
-}
 case "${AUTOPKGTEST_REBOOT_MARK:-}" in
 "")
     # One try: the failed check's reboot is the update's only boot (11

@@ -13,14 +13,6 @@
 # The image has no systemd-bless-boot: treeboot's units assess and bless.
 set -xeuo pipefail
 . /run/kola/tests/lib.sh
-ROLLED_BACK=c3b7e1f5a1d84c4f9c2f0d1e6a7b8c05
-HEALTH_FAILED=c3b7e1f5a1d84c4f9c2f0d1e6a7b8c06
-# A power cut: the kernel resets at once, without syncing. The mark first.
-power_cut() { # next-mark
-    /tmp/autopkgtest-reboot-prepare "$1"
-    echo b > /proc/sysrq-trigger
-    sleep 600
-}
 entries() { ls /boot/loader/entries | tr '\n' ' '; }
 # The deployment of VERSION's origin file.
 origin_of() { echo "/ostree/deploy/debian/deploy/$(dep_object "$1" | field checksum).$(dep_object "$1" | field serial).origin"; }

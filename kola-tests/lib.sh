@@ -50,3 +50,14 @@ check_loader_entry_selected() {
     entry=$(booted_object | grep -o '"entry_path":"[^"]*"' | cut -d'"' -f4)
     test "$(loader_var LoaderEntrySelected)" = "${entry##*/}" || fatal "systemd-boot booted '$(loader_var LoaderEntrySelected)', treeboot lists ${entry##*/} (efivarfs: $(findmnt -no FSTYPE /sys/firmware/efi/efivars || echo not mounted); loader variables: $(ls /sys/firmware/efi/efivars 2>&1 | grep 4a67b082 | cut -d- -f1 | tr '\n' ' '))"
 }
+# The journal MESSAGE_IDs of boot assessment (src/journal.rs): a rollback
+# made permanent, failed health checks.
+ROLLED_BACK=c3b7e1f5a1d84c4f9c2f0d1e6a7b8c05
+HEALTH_FAILED=c3b7e1f5a1d84c4f9c2f0d1e6a7b8c06
+# A power cut: the kernel resets at once, without syncing (what is not on
+# the disk yet is lost). The reboot mark is written first.
+power_cut() { # next-mark
+    /tmp/autopkgtest-reboot-prepare "$1"
+    echo b > /proc/sysrq-trigger
+    sleep 600
+}

@@ -10,10 +10,6 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn bin(name: &str) -> PathBuf {
-    Path::new(treeboot_bin()).with_file_name(name)
-}
-
 /// A sysroot whose commit testos/v4 has what a composefs image must carry
 /// over: an extended attribute, a setuid file of another owner, a
 /// symlink, an empty file, a name with a space, and a file large enough
@@ -51,21 +47,9 @@ fn cmdline_of(s: &Scratch, root: &Path, extra: &str) -> PathBuf {
     p
 }
 
-/// Run `script` in a private mount namespace with the sysroot bound at $MNT
-/// and a fresh /run; $PR is treeboot-prepare-root, $DEP the deployment.
+/// [`initramfs_ns`] with $DEP, the deployment.
 fn ns(s: &Scratch, root: &Path, dep: &Path, script: &str) -> (bool, String, String) {
-    let mnt = s.join("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let full = format!("set -eu\nmount -t tmpfs tmpfs /run\nmount --bind \"$S\" \"$MNT\"\n{script}");
-    let out = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "bash", "-c", &full])
-        .env("S", root)
-        .env("MNT", &mnt)
-        .env("DEP", dep)
-        .env("PR", bin("treeboot-prepare-root"))
-        .output()
-        .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    initramfs_ns(s, root, &[("DEP", dep)], script)
 }
 
 /// Every file under DIR/usr: path, type and mode, owner, size (not of

@@ -23,22 +23,9 @@ fn deployed(tag: &str) -> (Scratch, PathBuf, PathBuf) {
     (s, root, cmdline)
 }
 
-/// Run `script` in a private mount namespace where the sysroot is bind
-/// mounted at $MNT (as the initramfs mounts the real root at /sysroot) and
-/// /run is a fresh tmpfs. $PR is treeboot-prepare-root.
+/// [`initramfs_ns`] with nothing more in the environment.
 fn ns(s: &Scratch, root: &Path, script: &str) -> (bool, String, String) {
-    let mnt = s.join("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let full = format!("set -eu\nmount -t tmpfs tmpfs /run\nmount --bind \"$S\" \"$MNT\"\n{script}");
-    let out = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "bash", "-c", &full])
-        .env("S", root)
-        .env("MNT", &mnt)
-        .env("PR", bin("treeboot-prepare-root"))
-        .env("RM", bin("treeboot-remount"))
-        .output()
-        .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    initramfs_ns(s, root, &[], script)
 }
 
 /// Mounts under $MNT as (source relative to the sysroot, target relative to

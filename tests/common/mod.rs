@@ -330,6 +330,29 @@ pub fn deployment_dir(sysroot: &Path, index: usize) -> PathBuf {
     sysroot.join(st["deployments"][index]["deploy_path"].as_str().unwrap())
 }
 
+/// Run `script` in a private mount namespace where the sysroot `root` is
+/// bind mounted at $MNT (`s/mnt`, as the initramfs mounts the real root at
+/// /sysroot) and /run is a fresh tmpfs. $S is the sysroot, $PR
+/// treeboot-prepare-root, $RM treeboot-remount, and `env` adds more.
+/// Returns (success, stdout, stderr).
+pub fn initramfs_ns(s: &Scratch, root: &Path, env: &[(&str, &Path)], script: &str) -> (bool, String, String) {
+    let mnt = s.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let full = format!("set -eu\nmount -t tmpfs tmpfs /run\nmount --bind \"$S\" \"$MNT\"\n{script}");
+    let bin = |name: &str| Path::new(treeboot_bin()).with_file_name(name);
+    let mut c = Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "bash", "-c", &full])
+        .env("S", root)
+        .env("MNT", &mnt)
+        .env("PR", bin("treeboot-prepare-root"))
+        .env("RM", bin("treeboot-remount"));
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// Run a bash script in a private mount namespace with a fresh tmpfs on
 /// /run, and `/run/ostree-booted` naming deployment `booted_index` of
 /// `sysroot` (as prepare-root writes it). `$TB` is treeboot, `$S` the

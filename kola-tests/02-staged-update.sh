@@ -85,6 +85,16 @@ applied)
     fi
     systemctl is-failed treeboot-boot-complete.service && fatal "boot-complete failed"
     grep -q Finalized <<<"$(journalctl -b -1 MESSAGE_ID=c3b7e1f5a1d84c4f9c2f0d1e6a7b8c02)" || echo "note: the previous boot's journal is not persistent"
+    # On systemd-boot, that the blessed entry stays: one more boot (on GRUB
+    # it is 11's last boot, on bookworm).
+    if boot_is_fat; then /tmp/autopkgtest-reboot blessed; fi
     echo "staged update: ok"
+    ;;
+blessed)
+    # systemd-boot booted the blessed update again, without counting it.
+    booted_blessed_default 2
+    test -z "$(loader_var LoaderBootCountPath)" || fatal "systemd-boot counted a blessed entry: $(loader_var LoaderBootCountPath)"
+    check_loader_entry_selected
+    echo "staged update: ok (blessed, stays)"
     ;;
 esac

@@ -39,7 +39,7 @@ use crate::formats::kargs::Kargs;
 use crate::formats::keyfile::KeyFile;
 use crate::formats::names::{parse_deploy_name, valid_stateroot};
 use super::composefs::{self as cfs, IMAGE_NAME};
-use crate::formats::prepareroot::{Composefs, PrepareRootConfig, COMPOSEFS_KARG};
+use crate::formats::prepareroot::{self, Composefs, PrepareRootConfig, COMPOSEFS_KARG};
 use crate::formats::runstate::Booted;
 
 #[derive(Debug, Clone)]
@@ -115,7 +115,7 @@ pub fn read_config(root: &Dir, deployment: &Utf8Path, cmdline: &str) -> Result<P
             }
         }
     }
-    for f in ["usr/lib/ostree/prepare-root.conf", "etc/ostree/prepare-root.conf"] {
+    for f in prepareroot::FILES {
         let p = deployment.join(f);
         if let Some(t) = root.read_to_string_optional(&p)? {
             for w in c.apply(&t).map_err(|e| anyhow!("/{f} of the deployment: {e}"))? {
@@ -124,9 +124,7 @@ pub fn read_config(root: &Dir, deployment: &Utf8Path, cmdline: &str) -> Result<P
         }
     }
     let kargs = Kargs::parse(cmdline).map_err(|e| anyhow!("kernel command line: {e}"))?;
-    if let Some(v) = kargs.get(COMPOSEFS_KARG) {
-        c.apply_karg(v.trim_matches('"')).map_err(|e| anyhow!("kernel command line: {e}"))?;
-    }
+    c.apply_kargs(&kargs).map_err(|e| anyhow!("kernel command line: {e}"))?;
     if c.composefs != Composefs::No && c.composefs_signed {
         bail!(
             "composefs: enabled = signed (a signed image digest) is not supported by treeboot; \

@@ -2,6 +2,7 @@
 //! `etc/ostree/prepare-root.conf` of the deployment (later files override
 //! earlier ones key by key).
 
+use super::kargs::Kargs;
 use super::keyfile::KeyFile;
 
 /// `[composefs] enabled`, as a tristate: `maybe` mounts the image when the
@@ -16,6 +17,10 @@ pub enum Composefs {
 
 /// The kernel argument that overrides `[composefs] enabled` (libostree's).
 pub const COMPOSEFS_KARG: &str = "ostree.prepare-root.composefs";
+
+/// A deployment's prepare-root.conf files, relative to it, in the order
+/// they apply (the later overrides the earlier key by key).
+pub const FILES: [&str; 2] = ["usr/lib/ostree/prepare-root.conf", "etc/ostree/prepare-root.conf"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PrepareRootConfig {
@@ -80,6 +85,15 @@ impl PrepareRootConfig {
             };
         }
         Ok(warnings)
+    }
+
+    /// [`Self::apply_karg`] with the value of a command line's
+    /// `ostree.prepare-root.composefs=`, when it has one.
+    pub fn apply_kargs(&mut self, kargs: &Kargs) -> Result<(), String> {
+        match kargs.get(COMPOSEFS_KARG) {
+            Some(v) => self.apply_karg(v.trim_matches('"')),
+            None => Ok(()),
+        }
     }
 
     /// The kernel argument `ostree.prepare-root.composefs=` over the files,

@@ -26,7 +26,7 @@ use fn_error_context::context;
 
 use crate::early::composefs::IMAGE_NAME;
 use crate::formats::cfsdump::{self, Kind};
-use crate::formats::prepareroot::{Composefs, PrepareRootConfig};
+use crate::formats::prepareroot::{Composefs, PrepareRootConfig, FILES};
 use crate::repo::ObjectStore;
 
 /// What a deployment asks of its image: None, no image; otherwise whether
@@ -43,7 +43,7 @@ pub struct Wanted {
 /// repository's `[ex-integrity] composefs`. Pure.
 pub fn wanted(usr_lib: Option<&str>, etc: Option<&str>, repo: Composefs) -> Result<Option<Wanted>> {
     let mut c = PrepareRootConfig::default();
-    for (f, text) in [("usr/lib/ostree/prepare-root.conf", usr_lib), ("etc/ostree/prepare-root.conf", etc)] {
+    for (f, text) in FILES.into_iter().zip([usr_lib, etc]) {
         if let Some(t) = text {
             c.apply(t).map_err(|e| anyhow!("/{f} of the new deployment: {e}"))?;
         }
@@ -66,14 +66,12 @@ pub fn wanted(usr_lib: Option<&str>, etc: Option<&str>, repo: Composefs) -> Resu
 #[context("Checking the staged deployment's composefs configuration")]
 pub fn check_staged(ddir: &Dir, kargs: &crate::formats::kargs::Kargs) -> Result<()> {
     let mut c = PrepareRootConfig::default();
-    for f in ["usr/lib/ostree/prepare-root.conf", "etc/ostree/prepare-root.conf"] {
+    for f in FILES {
         if let Some(t) = ddir.read_to_string_optional(f)? {
             c.apply(&t).map_err(|e| anyhow!("/{f} of the staged deployment: {e}"))?;
         }
     }
-    if let Some(v) = kargs.get(crate::formats::prepareroot::COMPOSEFS_KARG) {
-        c.apply_karg(v.trim_matches('"')).map_err(|e| anyhow!("the staged deployment's kernel arguments: {e}"))?;
-    }
+    c.apply_kargs(kargs).map_err(|e| anyhow!("the staged deployment's kernel arguments: {e}"))?;
     if c.composefs == Composefs::Yes && ddir.symlink_metadata_optional(IMAGE_NAME)?.is_none() {
         bail!(
             "its /etc/ostree/prepare-root.conf now requires composefs, but it was staged without a composefs image \

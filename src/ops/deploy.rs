@@ -272,7 +272,7 @@ pub fn prepare_with(w: &Writer, refspec: &str, opts: &DeployOpts, mode: EtcMode)
     crate::timing::step("deploy: /etc merge applied");
     // The composefs image, when the deployment's prepare-root.conf (in
     // the /etc it will have) or the repository asks for one.
-    let usr_lib_conf = deploy.read_to_string_optional(PREPARE_ROOT_CONF_USR)?;
+    let usr_lib_conf = deploy.read_to_string_optional(crate::formats::prepareroot::FILES[0])?;
     let etc_conf = etc_prepare_root_conf(root, merge.as_ref(), &deploy, mode)?;
     if let Some(want) = super::composefs::wanted(usr_lib_conf.as_deref(), etc_conf.as_deref(), w.opts.composefs)? {
         let progress = crate::output::Progress::start("composefs", "Writing the composefs image", None, false);
@@ -397,7 +397,8 @@ fn merge_etc(root: &Dir, merge: Option<&Deployment>, deploy: &Dir, mode: EtcMode
     }
 }
 
-const PREPARE_ROOT_CONF_USR: &str = "usr/lib/ostree/prepare-root.conf";
+/// prepare-root.conf relative to `/etc` (the deployment's, its merge
+/// deployment's, and their defaults under `usr/etc`).
 const PREPARE_ROOT_CONF_ETC: &str = "ostree/prepare-root.conf";
 
 /// The `etc/ostree/prepare-root.conf` the new deployment will have. Once

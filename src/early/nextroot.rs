@@ -110,8 +110,7 @@ fn build(
 ) -> Result<()> {
     let private = run_dir.join(NEXTROOT_PRIVATE);
     let base = mount_base(undo, sysroot, deploy, target, config, Some(&private))?;
-    record.composefs = base.composefs;
-    record.composefs_verity = base.composefs && config.composefs_verity;
+    base.record(record);
     // Private: a bind of a directory of the (shared) physical root joins
     // its peer group, so every mount below it would also appear below the
     // deployment in /sysroot; and when systemd unmounts that copy at the

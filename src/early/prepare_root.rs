@@ -174,8 +174,7 @@ pub fn prepare_root(opts: &Options) -> Result<Booted> {
     //    /run yet for a transient composefs root's layers.)
     let early_private = (!opts.pid1).then(|| opts.run_dir.join("treeboot"));
     let base = mount_base(&mut undo, sysroot, &deploy, &deploy, &config, early_private.as_deref())?;
-    booted.composefs = base.composefs;
-    booted.composefs_verity = base.composefs && config.composefs_verity;
+    base.record(&mut booted);
     // PID 1 mode: there is no /run yet; the new root's is a tmpfs, made now
     // (on the composefs root, when there is one) so that the transient
     // layers and the record live in it.
@@ -240,6 +239,16 @@ pub(crate) struct Base {
     /// whole tree read-only, or transient; `/etc` bound in already unless
     /// it is transient); otherwise a bind of the deployment.
     pub composefs: bool,
+    /// The image's objects must have its fs-verity digests.
+    pub verity: bool,
+}
+
+impl Base {
+    /// What the root's record says of it (`composefs`, `composefs.verity`).
+    pub fn record(&self, rec: &mut Booted) {
+        rec.composefs = self.composefs;
+        rec.composefs_verity = self.verity;
+    }
 }
 
 /// Step 4 on `target`: a bind of the deployment `deploy`, or, when
@@ -313,7 +322,7 @@ pub(crate) fn mount_base(
         undo.mount(Some(&src), &target.join("etc"), None, MS_BIND | MS_SILENT, None)
             .with_context(|| format!("Binding the deployment's {deploy}/etc into the composefs root"))?;
     }
-    Ok(Base { composefs: true })
+    Ok(Base { composefs: true, verity: config.composefs_verity })
 }
 
 /// Steps 5 and 6 on `target`, where step 4 ([`mount_base`]) put the
